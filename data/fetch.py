@@ -1,0 +1,118 @@
+"""Get the two datasets of the series, verified by checksum.
+
+    names.txt             32,032 US first names (SSA, 2018), one per line
+    tiny_shakespeare.txt  1.1M characters of Shakespeare's plays
+
+Where a file comes from, first match wins:
+    1. a folder you name: --data-dir DIR, or the environment variable DIFFUSION_DATA_DIR
+    2. a copy already fetched: names.txt at the project root, data/tiny_shakespeare.txt
+    3. a download from its public address (then saved to 2)
+Every file is checked against its SHA-256 before use; a mismatch is refused, never used.
+
+    python3 data/fetch.py            # fetch both and print their statistics
+"""
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the project root
+
+DATASETS = {  # name: (public address, sha256, where a download is kept)
+    "names.txt": (
+        "https://raw.githubusercontent.com/karpathy/makemore/master/names.txt",
+        "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d",
+        ROOT / "names.txt",
+    ),
+    "tiny_shakespeare.txt": (
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+        ROOT / "data" / "tiny_shakespeare.txt",
+    ),
+}
+
+
+class DatasetError(Exception):
+    """A dataset cannot be had; the message is one sentence that says what to do."""
+
+
+def sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _checked(path, expected):
+    if sha256(path) != expected:
+        raise DatasetError(
+            f"{path} does not match its published SHA-256 checksum, so it was not used; "
+            f"delete it and fetch it again, or point --data-dir at a good copy.")
+    return path
+
+
+def dataset_path(name, data_dir=None, download=True):
+    """Path to a verified copy of `name` ('names.txt' or 'tiny_shakespeare.txt')."""
+    url, expected, kept = DATASETS[name]
+    data_dir = data_dir or os.environ.get("DIFFUSION_DATA_DIR")
+    if data_dir:  # a folder the user named is the only place looked at
+        path = Path(data_dir).expanduser() / name
+        if not path.is_file():
+            raise DatasetError(f"{name} is not in {data_dir} (named by --data-dir or "
+                               f"DIFFUSION_DATA_DIR); put it there or unset that folder to download it.")
+        return _checked(path, expected)
+    if kept.is_file():
+        return _checked(kept, expected)
+    if not download:
+        raise DatasetError(f"{name} is not at {kept}; run with network access to download it, "
+                           f"or name a folder that holds it with --data-dir or DIFFUSION_DATA_DIR.")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            payload = response.read()
+    except OSError as err:  # URLError, timeouts and refused connections are all OSErrors
+        raise DatasetError(f"could not download {name} from {url} ({err}); without network access, "
+                           f"name a folder that holds {name} with --data-dir or DIFFUSION_DATA_DIR.") from None
+    if hashlib.sha256(payload).hexdigest() != expected:
+        raise DatasetError(f"the download of {name} from {url} does not match its published "
+                           f"SHA-256 checksum, so it was not saved; try again later.")
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=kept.parent, delete=False) as tmp:  # atomic write
+        tmp.write(payload)
+    os.replace(tmp.name, kept)
+    return kept
+
+
+def load_names(data_dir=None):
+    """The names, lower-case, in file order."""
+    text = dataset_path("names.txt", data_dir).read_text(encoding="utf-8")
+    return [w.strip() for w in text.splitlines() if w.strip()]
+
+
+def load_text(data_dir=None):
+    """Tiny Shakespeare as one string."""
+    return dataset_path("tiny_shakespeare.txt", data_dir).read_text(encoding="utf-8")
+
+
+def split_names(words):
+    """Deterministic held-out split, the same in every tier: every 10th name is held out.
+    names.txt is sorted by popularity, so the held-out set spans common and rare names alike."""
+    train = [w for i, w in enumerate(words) if i % 10 != 0]
+    held_out = [w for i, w in enumerate(words) if i % 10 == 0]
+    return train, held_out
+
+
+def split_text(text):
+    """nanoGPT's split: the first 90% of the characters train, the last 10% validate."""
+    n = int(0.9 * len(text))
+    return text[:n], text[n:]
+
+
+if __name__ == "__main__":
+    try:
+        words = load_names()
+        text = load_text()
+    except DatasetError as err:
+        sys.exit(f"error: {err}")
+    lengths = [len(w) for w in words]
+    print(f"names.txt: {len(words):,} names, {len(set(''.join(words)))} letters, "
+          f"lengths {min(lengths)}-{max(lengths)} (mean {sum(lengths) / len(words):.2f})")
+    print(f"tiny_shakespeare.txt: {len(text):,} characters, {len(set(text))} distinct")
