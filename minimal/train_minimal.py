@@ -147,7 +147,7 @@ def adam(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8):
 
 # ---------------------------------------------------------------- training
 def train(params, data, steps, rng, mask_id, quiet=False):
-    state, running, chars = {}, 0.0, (data != 0).sum(1) + 1  # characters incl. one end-of-name
+    state, losses = {}, []
     for step in range(1, steps + 1):
         x0 = data[rng.integers(0, len(data), BATCH_SIZE)]  # (B, L)
         t = sample_times(BATCH_SIZE, rng)
@@ -155,10 +155,9 @@ def train(params, data, steps, rng, mask_id, quiet=False):
         logits, cache = forward(params, xt)
         loss, dlogits = nelbo_loss(logits, x0, mask, t)
         adam(params, backward(params, dlogits, cache), state, LEARNING_RATE * (1 - (step - 1) / steps))
-        running += loss * x0.size / ((x0 != 0).sum() + BATCH_SIZE)  # per character, as evaluated
+        losses.append(loss * x0.size / ((x0 != 0).sum() + BATCH_SIZE))  # per character, as evaluated
         if not quiet and (step % 500 == 0 or step == steps):
-            print(f"step {step:5d}/{steps}: train NELBO {running / (500 if step % 500 == 0 else step % 500):.3f} nats/char")
-            running = 0.0
+            print(f"step {step:5d}/{steps}: train NELBO {np.mean(losses[-500:]):.3f} nats/char")
     return params
 
 
