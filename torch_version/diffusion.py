@@ -1,0 +1,199 @@
+"""The diffusion loop of the torch tier: tokens, noising, loss and held-out NELBO.
+
+What it teaches: the same algorithm as minimal/train_minimal.py (../shared/SPEC.md), with
+the same function names in the same order, written with torch tensors so that it runs
+batched on a GPU. The denoiser is any callable xt (B, L) -> logits (B, L, V-1); in this
+tier it is model.Transformer. The samplers live in sample.py, the training in train.py.
+
+    from torch_version import diffusion
+    stoi, itos = diffusion.build_vocab(words)
+    x0 = diffusion.encode(words, stoi, block_size=16)        # (N, 16) int64
+
+Changes from pure:
+- tensors and a torch.Generator instead of NumPy arrays and a NumPy Generator;
+- the vocabulary also serves free-running text (no PAD) and picks MASK/PAD symbols
+  that do not occur in the data;
+- a second, exact form of the loss (`sample_k` + `corrupt_k`): k masked positions
+  with k uniform in 1..L, weighted by L / k. It is the continuous-time NELBO with t
+  integrated out, so it has the same expectation and a lower variance; train.py
+  trains on it by default (`--objective time` trains on the continuous form);
+- estimate_nelbo batches the L mask sizes of the discrete form into one forward pass,
+  and has the one-pass L / k form for long windows (SPEC 4);
+- the autoregressive twin's loss, scored on the same sequences (ar_inputs, ar_nll).
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-3             # t is clipped to [EPS, 1] so the weight 1/t stays finite
+SCHEDULE = "linear"    # alpha(t) = 1 - t; "cosine" is the other choice (SPEC 2)
+
+# ---------------------------------------------------------------- data and tokens
+PAD, MASK = ".", "_"   # shown as themselves; PAD ends a name, MASK is the noise
+SPARE_SYMBOLS = "~#|^@*"  # used for PAD or MASK instead when the data itself holds '.' or '_'
+
+
+def build_vocab(texts, pad=True):
+    """(stoi, itos) for the characters of `texts` (a list of names, or [one long text]).
+    PAD is id 0 when pad=True (names), the data's characters follow in sorted order, MASK is
+    the last id (the denoiser never outputs it). PAD and MASK are '.' and '_' unless the
+    data uses them; then the first unused spare symbol stands in, so decode stays readable."""
+    chars = sorted(set("".join(texts)))
+    spare = [c for c in SPARE_SYMBOLS if c not in chars]
+    specials = []
+    for symbol in ([PAD] if pad else []) + [MASK]:
+        specials.append(symbol if symbol not in chars and symbol not in specials else spare.pop(0))
+    itos = specials[:-1] + chars + specials[-1:]
+    return {c: i for i, c in enumerate(itos)}, itos
+
+
+def encode(items, stoi, block_size=None):
+    """A string -> (len,) ids; a list of names -> (N, block_size) ids, each padded with PAD (id 0)."""
+    def ids(s):
+        unknown = sorted(set(s) - set(stoi))
+        if unknown:
+            raise ValueError(f"characters {''.join(unknown)!r} are not in the model's vocabulary")
+        return [stoi[c] for c in s]
+    if isinstance(items, str):
+        return torch.tensor(ids(items), dtype=torch.long)
+    if any(len(w) > block_size for w in items):
+        raise ValueError(f"an item is longer than the block size {block_size}")
+    return torch.tensor([ids(w) + [0] * (block_size - len(w)) for w in items], dtype=torch.long)
+
+
+def decode(ids, itos):
+    """Keeps PAD and MASK visible: stripping them would hide invalid samples (SPEC 8)."""
+    return "".join(itos[i] for i in ids.tolist())
+
+
+# ---------------------------------------------------------------- forward process
+def alpha(t, schedule=SCHEDULE):
+    """Chance that a token is still clean at time t: alpha(0) = 1, alpha(1) = 0."""
+    return 1 - t if schedule == "linear" else torch.cos(math.pi * t / 2)
+
+
+def weight(t, schedule=SCHEDULE):
+    """ELBO weight w(t) = -alpha'(t) / (1 - alpha(t))."""
+    if schedule == "linear":
+        return 1 / t
+    return (math.pi / 2) * torch.sin(math.pi * t / 2) / (1 - torch.cos(math.pi * t / 2))
+
+
+def sample_times(batch_size, generator):
+    """Antithetic times: one uniform u per batch, spread evenly over (EPS, 1]. (B,) float64."""
+    u = torch.rand((), generator=generator, dtype=torch.float64, device=generator.device)
+    i = torch.arange(batch_size, dtype=torch.float64, device=generator.device)
+    return EPS + (1 - EPS) * ((u + i / batch_size) % 1)
+
+
+def corrupt(x0, t, mask_id, generator, schedule=SCHEDULE):
+    """Mask each position independently with probability 1 - alpha(t). (B, L) -> (B, L), and the mask."""
+    u = torch.rand(x0.shape, generator=generator, dtype=torch.float64, device=generator.device).to(x0.device)
+    mask = u < (1 - alpha(t, schedule)).to(x0.device)[:, None]
+    return torch.where(mask, mask_id, x0), mask
+
+
+def sample_k(batch_size, L, generator):
+    """The discrete form's 'time': how many of the L positions to mask, antithetic over the
+    batch like sample_times, so every k in 1..L appears about equally often. (B,) int64."""
+    u = torch.rand((), generator=generator, dtype=torch.float64, device=generator.device)
+    i = torch.arange(batch_size, dtype=torch.float64, device=generator.device)
+    return 1 + ((u + i / batch_size) % 1 * L).long().clamp(max=L - 1)
+
+
+def corrupt_k(x0, k, mask_id, generator):
+    """Mask exactly k[b] positions of row b, a uniformly random set. (B, L) -> (B, L), and the mask.
+    The ranks of L uniforms are a random permutation; the k smallest ranks are the masked set."""
+    u = torch.rand(x0.shape, generator=generator, device=generator.device).to(x0.device)
+    mask = u.argsort(-1).argsort(-1) < k.to(x0.device)[..., None]
+    return torch.where(mask, mask_id, x0), mask
+
+
+# ---------------------------------------------------------------- the loss: the NELBO
+log_softmax = F.log_softmax  # torch's, numerically the same as the minimal tier's
+
+
+def nelbo_loss(logits, x0, mask, t, schedule=SCHEDULE):
+    """Per-token NELBO of a batch: sum of w(t) * NLL over masked positions / (B * L).
+    (Autograd gives the gradient that minimal's nelbo_loss returns by hand.)"""
+    nll = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")  # (B, L)
+    w = weight(t, schedule).to(nll)[:, None] * mask  # only masked positions count; clean ones give 0
+    return (w * nll).sum() / x0.numel()
+
+
+def nelbo_loss_k(logits, x0, mask, k):
+    """The same per-token NELBO in the discrete form: (L / k) * summed NLL of the k masked
+    positions, / (B * L). Its expectation over k ~ U{1..L} equals nelbo_loss's over t."""
+    nll = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")  # (B, L)
+    w = (x0.shape[1] / k).to(nll)[:, None] * mask
+    return (w * nll).sum() / x0.numel()
+
+
+# ---------------------------------------------------------------- evaluation: the held-out NELBO
+@torch.no_grad()
+def estimate_nelbo(x0, denoise, mask_id, generator, draws=1, one_pass=False, batch_size=4096):
+    """NELBO of each sequence of x0 (N, L), in nats, float64 (N,). Discrete form (SPEC 4):
+    sum over k = 1..L of (1/k) * NLL of a random set of k masked positions, averaged over `draws`.
+    The L mask sizes of a sequence go through the denoiser together, `batch_size` rows at a time.
+    one_pass=True: one k per sequence per draw (stratified over the set), weighted by L / k;
+    the same expectation at 1/L of the cost, for long windows."""
+    N, L = x0.shape
+    total = torch.zeros(N, dtype=torch.float64)
+    for _ in range(draws):
+        if one_pass:
+            rows = torch.arange(N)
+            k = sample_k(N, L, generator).cpu()
+            k = k[torch.randperm(N, generator=generator, device=generator.device).cpu()]  # no k tied to a row's place
+            scale = L / k.double()
+        else:
+            rows = torch.arange(N).repeat_interleave(L)  # every sequence L times ...
+            k = torch.arange(1, L + 1).repeat(N)  # ... once with each k
+            scale = 1 / k.double()
+        for start in range(0, len(rows), batch_size):
+            r, kk = rows[start:start + batch_size], k[start:start + batch_size]
+            clean = x0[r]
+            xt, mask = corrupt_k(clean, kk, mask_id, generator)
+            logp = log_softmax(denoise(xt).double(), dim=-1)
+            nll = -logp.gather(-1, clean[..., None])[..., 0]  # (b, L)
+            per_row = torch.where(mask, nll, 0).sum(1).cpu() * scale[start:start + batch_size]  # clean positions: 0
+            total.index_add_(0, r, per_row)
+    return total / draws
+
+
+def per_char(nelbo, n_chars):
+    """Total NELBO / total characters (SPEC 5), and its standard error (ratio estimator)."""
+    nelbo, n_chars = nelbo.double(), n_chars.double()
+    r = nelbo.sum() / n_chars.sum()
+    se = (nelbo - r * n_chars).std() / math.sqrt(len(nelbo)) / n_chars.mean()
+    return r.item(), se.item()
+
+
+# ---------------------------------------------------------------- the autoregressive twin
+def ar_inputs(x0, bos_id):
+    """What the AR twin reads to predict x0: a start token, then x0 shifted right by one.
+    The start token is MASK: like the diffusion model's all-MASK start, it says 'nothing known
+    yet', so both models score exactly the same L characters and need no extra vocabulary."""
+    return torch.cat([torch.full_like(x0[:, :1], bos_id), x0[:, :-1]], dim=1)
+
+
+def ar_targets(x0, pad_id=None):
+    """The AR twin's targets: x0, where positions after a name's first PAD are ignored (-1):
+    a name costs len(name) + 1 predictions, its letters and its end (SPEC 5). Text: all of x0."""
+    if pad_id is None:
+        return x0
+    after_end = (x0 == pad_id).long().cumsum(1) > 1  # PADs after the first one
+    return x0.masked_fill(after_end, -1)
+
+
+@torch.no_grad()
+def ar_nll(x0, model_fn, bos_id, pad_id=None, batch_size=4096):
+    """Exact -log p(x0) of each sequence under the AR twin, in nats, float64 (N,)."""
+    total = []
+    for start in range(0, len(x0), batch_size):
+        clean = x0[start:start + batch_size]
+        targets = ar_targets(clean, pad_id)
+        logp = log_softmax(model_fn(ar_inputs(clean, bos_id)).double(), dim=-1)
+        nll = torch.where(targets >= 0, -logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0], 0)
+        total.append(nll.sum(1).cpu())
+    return torch.cat(total)

@@ -1,0 +1,254 @@
+"""The transformer of the torch tier: one backbone, two uses.
+
+What it teaches: the denoiser of masked diffusion is an ordinary transformer whose
+attention sees the whole sequence (no causal mask). Flip one flag, `causal=True`, and
+the same backbone is the autoregressive (AR) twin that diffusion is measured against.
+
+    from torch_version.model import ModelConfig, Transformer
+    model = Transformer(ModelConfig(vocab_size=28, n_out=27, block_size=16))
+    logits = model(xt)                      # (B, T) ids -> (B, T, n_out) float logits
+
+Incremental decoding for the AR twin (used by sample.py): keys and values of the tokens
+already seen are kept in a cache, so each new token costs one position, not the prefix.
+
+    cache = model.new_kv_cache(batch, device)
+    logits = model(prefix, kv_cache=cache, start_pos=0)       # (B, P, n_out)
+    logits = model(next_ids, kv_cache=cache, start_pos=P)     # (B, 1, n_out), same values
+                                                              # as the uncached forward
+
+Changes from pure: the denoiser is a transformer written with torch (autograd, not
+hand-written backprop), and the checkpoint format lives here.
+"""
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int          # input tokens, MASK included (the diffusion model reads MASK)
+    n_out: int               # output classes: the real tokens; MASK is never predicted (SPEC 3)
+    block_size: int          # longest sequence the model reads
+    n_layer: int = 4         # transformer blocks
+    n_head: int = 4          # attention heads per block
+    n_embd: int = 128        # width of the residual stream
+    dropout: float = 0.0     # dropout on attention weights and on each residual branch
+    causal: bool = False     # False: the diffusion denoiser; True: the autoregressive twin
+    positions: str = "both"  # "rope" (rotary, relative), "learned" (a table, absolute) or "both"
+    activation: str = "gelu"  # MLP nonlinearity: "gelu" or "relu2" (ReLU squared)
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be used; the message is one sentence that says what to do."""
+
+
+ROPE_BASE = 10000.0    # rotary wavelengths run from 2 pi to about 2 pi * ROPE_BASE positions
+
+
+# ---------------------------------------------------------------- positions
+def rotary_tables(block_size, head_dim):
+    """cos and sin of the rotary angles, (block_size, head_dim // 2) each.
+    Pair i of every head turns by position * ROPE_BASE^(-2i / head_dim)."""
+    freq = ROPE_BASE ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angle = torch.arange(block_size, dtype=torch.float64)[:, None] * freq[None, :]
+    return angle.cos().float(), angle.sin().float()
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate each pair (x1, x2) of x (B, H, T, hs) by its position's angle (cos, sin: (T, hs/2)).
+    q . k then depends on the positions only through their difference: relative positions."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return rotated.type_as(x)
+
+
+# ---------------------------------------------------------------- the block
+class Attention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be a multiple of n_head"
+        self.n_head, self.causal, self.dropout = config.n_head, config.causal, config.dropout
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, rotary, kv_cache=None, layer=0, start_pos=0):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, H, T, hs)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        is_causal, mask = self.causal, None
+        if kv_cache is not None:  # append this step's keys and values, attend to everything so far
+            end = start_pos + T
+            kv_cache.k[layer, :, :, start_pos:end] = k
+            kv_cache.v[layer, :, :, start_pos:end] = v
+            k, v = kv_cache.k[layer, :, :, :end], kv_cache.v[layer, :, :, :end]
+            if start_pos > 0:  # query i sits at position start_pos + i and sees keys up to there
+                is_causal = False
+                if T > 1:
+                    mask = torch.arange(end, device=x.device)[None, :] <= start_pos + torch.arange(T, device=x.device)[:, None]
+        # the diffusion denoiser attends both ways: a masked character is guessed from both sides
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+        self.activation = config.activation
+        if self.activation not in ("gelu", "relu2"):
+            raise ValueError(f"activation must be 'gelu' or 'relu2', not {self.activation!r}")
+
+    def forward(self, x):
+        h = self.fc(x)  # (B, T, 4C)
+        # GELU is GPT-2's smooth ReLU. ReLU squared (Primer, modded-nanogpt) is sparse and
+        # cheaper; bench_names.py --ablations measures both on names.
+        h = F.gelu(h) if self.activation == "gelu" else F.relu(h).square()
+        return self.dropout(self.proj(h))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)). Normalising the input
+    of each branch, not the stream, keeps a clean residual path and trains without warm-up tricks.
+    RMSNorm (rescale only, no mean subtraction) works as well as LayerNorm and is cheaper."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.norm1 = nn.RMSNorm(config.n_embd)
+        self.attn = Attention(config)
+        self.norm2 = nn.RMSNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x, rotary, kv_cache=None, layer=0, start_pos=0):
+        x = x + self.attn(self.norm1(x), rotary, kv_cache, layer, start_pos)
+        return x + self.mlp(self.norm2(x))
+
+
+# ---------------------------------------------------------------- the model
+class KVCache:
+    """Keys and values of every layer for the positions decoded so far: k, v (n_layer, B, H, block_size, hs)."""
+
+    def __init__(self, config, batch, device, dtype=torch.float32):
+        shape = (config.n_layer, batch, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+
+
+class Transformer(nn.Module):
+    """Token ids (B, T) -> logits (B, T, n_out). No time input: the share of MASK tokens in
+    xt already tells the denoiser how noisy it is (SPEC 3), and it lets samplers cache logits."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        # Rotary positions tell attention the offset between two positions ("the letter before
+        # this one"), which filling a gap from its neighbours needs. Alone they cannot tell
+        # positions apart in an all-MASK input: every position then sees the same tokens at
+        # the same offsets, up to the edges. A learned table (GPT-2) adds absolute positions:
+        # the first letter of a name, where names end. bench_names.py --ablations measures each.
+        if config.positions not in ("rope", "learned", "both"):
+            raise ValueError(f"positions must be 'rope', 'learned' or 'both', not {config.positions!r}")
+        self.rope = config.positions in ("rope", "both")
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.positions != "rope" else None
+        if self.rope:
+            cos, sin = rotary_tables(config.block_size, config.n_embd // config.n_head)
+            self.register_buffer("rope_cos", cos, persistent=False)  # not saved: rebuilt from the config
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm_f = nn.RMSNorm(config.n_embd)
+        self.head = nn.Linear(config.n_embd, config.n_out, bias=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: residual branches start small, so depth adds up gently
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, std=0.02 / (2 * config.n_layer) ** 0.5)
+        nn.init.zeros_(self.head.weight)  # the first prediction is uniform: loss starts at log(n_out)
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def new_kv_cache(self, batch, device, dtype=torch.float32):
+        """An empty cache for incremental decoding of `batch` sequences (causal models only)."""
+        if not self.config.causal:
+            raise ValueError("a KV cache needs a causal model: the denoiser attends to positions not yet decoded.")
+        return KVCache(self.config, batch, device, dtype)
+
+    def forward(self, idx, kv_cache=None, start_pos=0):
+        B, T = idx.shape
+        if start_pos + T > self.config.block_size:
+            raise ValueError(f"sequence of {start_pos + T} tokens is longer than block_size {self.config.block_size}")
+        pos = slice(start_pos, start_pos + T)
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe.weight[pos]
+        rotary = (self.rope_cos[pos], self.rope_sin[pos]) if self.rope else None
+        x = self.drop(x)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, rotary, kv_cache, layer, start_pos)
+        return self.head(self.norm_f(x)).float()  # (B, T, n_out); float even under bf16 autocast
+
+
+# ---------------------------------------------------------------- checkpoints
+def save_checkpoint(path, **fields):
+    """torch.save(fields) atomically: a temporary file in the same folder, then os.replace, so a
+    run killed mid-write leaves the previous checkpoint whole. Fields hold only plain types and
+    tensors, so torch.load(..., weights_only=True) reads them back."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(fields, f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "model_args", "config", "itos", "step", "best_val_loss")
+
+
+def read_checkpoint(path, device="cpu"):
+    """The checkpoint dict, loaded with weights_only=True (no pickled code runs), or CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; train one first with torch_version/train.py.")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # truncated, not a torch file, or holding objects weights_only refuses
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}); "
+                              f"delete it and train again.") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is not a checkpoint of this project (missing {', '.join(missing)}).")
+    return ckpt
+
+
+def load_checkpoint(path, device="cpu"):
+    """(model in eval mode on `device`, checkpoint dict)."""
+    ckpt = read_checkpoint(path, device)
+    try:
+        model = Transformer(ModelConfig(**ckpt["model_args"]))
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, RuntimeError, AssertionError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} does not fit this version of model.py ({first_line}); "
+                              f"train it again.") from None
+    return model.to(device).eval(), ckpt

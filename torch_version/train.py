@@ -1,0 +1,439 @@
+"""Train the torch tier: a transformer denoiser, or its autoregressive twin, on names or text.
+
+What it teaches: the diffusion loop of ../shared/SPEC.md (diffusion.py) inside the engineering
+of a real training codebase: a device picked for you, bf16 autocast and torch.compile on a GPU,
+AdamW with warm-up and cosine decay, gradient clipping, a held-out NELBO with its standard
+error at intervals, the best checkpoint kept (atomically) and an exact --resume. The same
+backbone with causal attention and next-character loss (--ar) is the baseline that the
+diffusion NELBO is measured against, on the same held-out characters.
+
+    python3 torch_version/train.py                          # names, 4 layers, CPU, a few minutes
+    python3 torch_version/train.py --ar                     # the AR twin, same budget
+    python3 torch_version/train.py --both                   # both, then their losses side by side
+    python3 torch_version/train.py --dataset shakespeare    # 6 layers, 10.7M parameters: a GPU job
+    python3 torch_version/train.py --dataset my_lines.txt   # any UTF-8 file (one item per line, or prose)
+    python3 torch_version/train.py --resume                 # continue out/<dataset>/ckpt.pt exactly
+
+Checkpoints: out/<dataset>/ckpt.pt (diffusion) and ckpt_ar.pt (AR twin), the best held-out
+loss so far; sample.py reads them.
+
+Changes from pure: the denoiser is a transformer (model.py) trained by autograd and AdamW
+instead of hand-written backprop; the loss is the discrete (k-masked) form of the same NELBO
+by default (lower variance, see diffusion.py; --objective time for the continuous one);
+held-out evaluation batches the L mask sizes; checkpoints, resume, devices, mixed precision,
+compilation, a second dataset (Shakespeare, or any text file) and the AR twin are new.
+"""
+import argparse
+import copy
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` and `torch_version` import from any folder
+from data.fetch import DatasetError, load_names, load_text, split_names, split_text  # noqa: E402
+from torch_version import diffusion  # noqa: E402
+from torch_version.model import (CheckpointError, ModelConfig, Transformer,  # noqa: E402
+                                 read_checkpoint, save_checkpoint)
+
+OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints go to out/<dataset>/
+# names (the default): sized to train on 2 CPU cores in a few minutes
+N_LAYER = 4            # transformer blocks
+N_HEAD = 4             # attention heads
+N_EMBD = 64            # residual stream width
+DROPOUT = 0.1          # names are few (28,828 to train on): dropout keeps the model from memorising them
+BATCH_SIZE = 128       # sequences per step
+MAX_ITERS = 4000       # optimizer steps
+LEARNING_RATE = 2e-3   # peak AdamW step size, after warm-up
+WEIGHT_DECAY = 0.1     # AdamW decay of the weight matrices (not of norms)
+EVAL_INTERVAL = 250    # steps between held-out evaluations
+EVAL_DRAWS = 4         # one-pass draws per held-out name at each evaluation (SPEC 4's L / k form)
+FINAL_DRAWS = 1        # mask sets per (name, k) for the final figure: the full discrete form
+# --dataset shakespeare: nanoGPT's shakespeare-char size, a GPU job
+SHAKESPEARE = dict(
+    n_layer=6, n_head=6, n_embd=384,   # about 10.7M parameters
+    block_size=256,                    # characters per window
+    dropout=0.2,                       # 1M characters: still small enough to overfit
+    batch_size=64, max_iters=5000,
+    lr=1e-3, eval_interval=250,
+    eval_draws=4, final_draws=64,      # one-pass form over the 435 validation windows
+)
+TEXT_BLOCK_SIZE = 256  # window of a free-running text file (--dataset PATH)
+MAX_ITEM_LEN = 64      # a PATH whose lines are all non-empty and at most this long is a list of items
+WARMUP_ITERS = 100     # linear warm-up of the learning rate
+MIN_LR_RATIO = 0.1     # the cosine decay ends at this fraction of the peak
+GRAD_CLIP = 1.0        # clip the gradient norm: rare large-w(t) batches cannot derail training
+EMA = 0.0              # decay of an exponential moving average of the weights (0: none); see --ema
+EVAL_SEED = 1234       # every evaluation uses the same masks, so changes between checkpoints are not noise
+SAMPLES = 20           # names sampled at the end of a run
+
+
+# ---------------------------------------------------------------- data
+def load_dataset(name, data_dir=None):
+    """names, shakespeare or a PATH -> dict with the vocabulary, training data, held-out
+    sequences (N, L) and their character counts (len + 1 for names, L for text windows)."""
+    if name == "names":
+        kind, items = "names", load_names(data_dir)
+    elif name == "shakespeare":
+        kind, items = "text", load_text(data_dir)
+    else:
+        path = Path(name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise DatasetError(f"cannot read {path} as a UTF-8 text file ({type(err).__name__}).") from None
+        lines = text.splitlines()
+        if len(lines) >= 10 and all(0 < len(line.strip()) <= MAX_ITEM_LEN for line in lines):
+            kind, items = "names", [line.strip() for line in lines]  # one item per line, like names.txt
+        else:
+            kind, items = "text", text
+    if kind == "names":
+        block_size = max(map(len, items)) + 1  # at least one PAD: the model learns where a name ends
+        stoi, itos = diffusion.build_vocab(items, pad=True)
+        train_items, held_items = split_names(items)
+        held = diffusion.encode(held_items, stoi, block_size)
+        n_chars = torch.tensor([len(w) + 1 for w in held_items])  # letters + one end-of-name (SPEC 5)
+        train = diffusion.encode(train_items, stoi, block_size)  # (N, L)
+    else:
+        block_size = SHAKESPEARE["block_size"] if name == "shakespeare" else TEXT_BLOCK_SIZE
+        stoi, itos = diffusion.build_vocab([items], pad=False)
+        train_text, val_text = split_text(items)
+        if len(val_text) < block_size:
+            raise DatasetError(f"{name} is too short: its last 10% must hold one {block_size}-character window.")
+        train = diffusion.encode(train_text, stoi)  # (n_chars,) one stream
+        val = diffusion.encode(val_text, stoi)
+        held = val[: len(val) // block_size * block_size].view(-1, block_size)  # non-overlapping windows
+        n_chars = torch.full((len(held),), block_size)
+    return dict(kind=kind, stoi=stoi, itos=itos, block_size=block_size, train=train, held=held, n_chars=n_chars,
+                n_train=len(train_items) if kind == "names" else len(train))
+
+
+def get_batch(data, batch_size, generator):
+    """x0 (B, L): random training names, or random windows of the training text."""
+    train, L = data["train"], data["block_size"]
+    if data["kind"] == "names":
+        return train[torch.randint(len(train), (batch_size,), generator=generator, device=generator.device)]
+    start = torch.randint(len(train) - L + 1, (batch_size,), generator=generator, device=generator.device)
+    return train[start[:, None] + torch.arange(L, device=train.device)]
+
+
+# ---------------------------------------------------------------- the two losses
+def diffusion_loss(model, x0, mask_id, generator, objective, schedule):
+    """Per-token NELBO of a batch (SPEC 4), on a fresh corruption of x0."""
+    if objective == "k":  # k ~ U{1..L} masked positions, weight L / k: the same NELBO, lower variance
+        k = diffusion.sample_k(len(x0), x0.shape[1], generator)
+        xt, mask = diffusion.corrupt_k(x0, k, mask_id, generator)
+        return diffusion.nelbo_loss_k(model(xt), x0, mask, k)
+    t = diffusion.sample_times(len(x0), generator)
+    xt, mask = diffusion.corrupt(x0, t, mask_id, generator, schedule)
+    return diffusion.nelbo_loss(model(xt), x0, mask, t, schedule)
+
+
+def ar_loss(model, x0, bos_id, pad_id):
+    """AR twin: mean next-character NLL over the predicted characters (per char, SPEC 5)."""
+    logits = model(diffusion.ar_inputs(x0, bos_id))  # (B, L, n_out): position l sees x0[:l] only
+    return F.cross_entropy(logits.transpose(1, 2), diffusion.ar_targets(x0, pad_id), ignore_index=-1)
+
+
+@torch.no_grad()
+def evaluate(model, data, ar, draws, one_pass, autocast, mask_id, pad_id):
+    """Held-out loss in nats per character and its standard error: the diffusion NELBO
+    (discrete form, or its one-pass L / k form) or the AR twin's exact NLL, on the same characters."""
+    was_training = model.training
+    model.eval()
+    rows = max(1, 2 ** 17 // data["block_size"])  # sequences per forward pass: 2^17 tokens
+    with autocast:
+        if ar:
+            nll = diffusion.ar_nll(data["held"], model, mask_id, pad_id, batch_size=rows)
+        else:
+            generator = torch.Generator(data["held"].device).manual_seed(EVAL_SEED)
+            nll = diffusion.estimate_nelbo(data["held"], model, mask_id, generator, draws, one_pass, batch_size=rows)
+    model.train(was_training)
+    return diffusion.per_char(nll, data["n_chars"])
+
+
+def lr_at(step, args):
+    """Linear warm-up to args.lr, then cosine decay to MIN_LR_RATIO * args.lr at max_iters."""
+    if step < WARMUP_ITERS:
+        return args.lr * (step + 1) / WARMUP_ITERS
+    progress = min(1.0, (step - WARMUP_ITERS) / max(1, args.max_iters - WARMUP_ITERS))
+    return args.lr * (MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ---------------------------------------------------------------- training
+def build(args, data, ar):
+    """The model (its config from the flags and the data) on args.device, and its AdamW optimizer."""
+    itos = data["itos"]
+    config = ModelConfig(vocab_size=len(itos), n_out=len(itos) - 1, block_size=data["block_size"],
+                         n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
+                         causal=ar, positions=args.positions, activation=args.activation)
+    torch.manual_seed(args.seed)  # the initial weights and dropout
+    model = Transformer(config).to(args.device)
+    decay = [p for p in model.parameters() if p.dim() >= 2]  # weight matrices and embeddings decay; norms do not
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.99),
+                                  fused=args.device.startswith("cuda"))
+    return model, optimizer
+
+
+def make_autocast(args):
+    """bf16 autocast on CUDA (or when asked for), else a context that does nothing."""
+    device = args.device
+    use_bf16 = args.dtype == "bfloat16" or (args.dtype == "auto" and device.startswith("cuda")
+                                            and torch.cuda.is_bf16_supported())
+    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def batch_loss(model, x0, ar, generator, args, mask_id, pad_id):
+    """The training loss of one batch: the NELBO per token, or the AR twin's NLL per character."""
+    if ar:
+        return ar_loss(model, x0, mask_id, pad_id)
+    return diffusion_loss(model, x0, mask_id, generator, args.objective, args.schedule)
+
+
+def train(args, data, ar, say=print):
+    """Train one model (diffusion, or the AR twin when ar=True); returns a summary dict."""
+    device, itos = args.device, data["itos"]
+    mask_id, pad_id = len(itos) - 1, (0 if data["kind"] == "names" else None)
+    path = Path(args.out) / ("ckpt_ar.pt" if ar else "ckpt.pt")
+    model, optimizer = build(args, data, ar)
+    config = model.config
+    generator = torch.Generator(device).manual_seed(args.seed)  # batches and masks
+    step, best = 0, float("inf")
+    train_config = dict(dataset=args.dataset, kind=data["kind"], ar=ar, objective=args.objective,
+                        schedule=args.schedule, batch_size=args.batch_size, lr=args.lr, max_iters=args.max_iters,
+                        weight_decay=args.weight_decay, seed=args.seed, mask_id=mask_id, pad_id=pad_id,
+                        bos_id=mask_id)  # the AR twin's start token is MASK (diffusion.ar_inputs)
+    # The EMA copy averages the weights over the last ~1 / (1 - decay) steps: it smooths the noise
+    # of single batches (large in diffusion, where each name gets one random mask), and it is
+    # the model that gets evaluated, saved and sampled.
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if args.ema else None
+    evaluated = ema if ema is not None else model
+    if args.resume:
+        ckpt = read_checkpoint(path, device)
+        if ckpt["model_args"] != asdict(config):
+            changed = [f"{k}={ckpt['model_args'].get(k)} (now {v})" for k, v in asdict(config).items()
+                       if ckpt["model_args"].get(k) != v]
+            raise CheckpointError(f"{path} was trained with another model config ({', '.join(changed)}); "
+                                  f"use the same flags, or another --out to start afresh.")
+        if ckpt["itos"] != itos:
+            raise CheckpointError(f"{path} was trained on another vocabulary; resume it on the same dataset.")
+        if (ema is not None) != ("model_raw" in ckpt):
+            raise CheckpointError(f"{path} was trained {'without' if ema is not None else 'with'} --ema; "
+                                  f"resume it with the same flags.")
+        model.load_state_dict(ckpt["model_raw"] if ema is not None else ckpt["model"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step, best = ckpt["step"], ckpt["best_val_loss"]
+        generator.set_state(ckpt["rng"]["batches"].cpu())
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        if device.startswith("cuda") and "cuda" in ckpt["rng"]:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
+        say(f"resumed {path} at step {step} (best held-out loss {best:.4f})")
+    train_model = torch.compile(model) if args.compile else model  # evaluation runs uncompiled: other shapes
+    autocast = make_autocast(args)
+    name = "AR twin" if ar else "diffusion"
+    say(f"{name}: {config.n_layer} layers, {config.n_head} heads, n_embd {config.n_embd}, block size "
+        f"{config.block_size}, {model.num_params():,} parameters; {device}, {'bf16' if isinstance(autocast, torch.autocast) else 'float32'}"
+        f"{', compiled' if args.compile else ''}")
+
+    loss_name = "NLL" if ar else "NELBO"
+    best_step, history, running, n_running = step, [], torch.zeros((), device=device), 0
+    first_step, eval_seconds, start = step, 0.0, time.time()
+    bar = tqdm(total=args.max_iters, initial=step, disable=True if args.quiet else None,  # None: off when not a terminal
+               desc=name, unit="step", leave=False)
+    while step < args.max_iters:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, args)
+        x0 = get_batch(data, args.batch_size, generator)
+        with autocast:
+            loss = batch_loss(train_model, x0, ar, generator, args, mask_id, pad_id)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if ema is not None:  # ema += (1 - decay) * (weights - ema); a shorter memory in the first steps
+            decay = min(args.ema, (1 + step) / (10 + step))
+            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+        if data["kind"] == "names" and not ar:  # per token -> per character, as evaluated (SPEC 5)
+            loss = loss * x0.numel() / ((x0 != pad_id).sum() + len(x0))
+        running += loss.detach()  # summed on the device: no host sync per step
+        n_running += 1
+        bar.update(1)
+        if step % args.eval_interval == 0 or step == args.max_iters:
+            train_loss = running.item() / n_running
+            eval_start = time.time()
+            val, se = evaluate(evaluated, data, ar, args.eval_draws, True, autocast, mask_id, pad_id)
+            history.append((step, train_loss, val, se))
+            improved = val < best
+            if improved:
+                best, best_step = val, step
+                save_checkpoint(path, model=evaluated.state_dict(), optimizer=optimizer.state_dict(),
+                                **({"model_raw": model.state_dict()} if ema is not None else {}),
+                                model_args=asdict(config), config=train_config, itos=itos, step=step,
+                                best_val_loss=best, rng=dict(
+                                    batches=generator.get_state(), torch=torch.get_rng_state(),
+                                    **({"cuda": torch.cuda.get_rng_state()} if device.startswith("cuda") else {})))
+            if not args.quiet:
+                bar.write(f"step {step}: train {loss_name} {train_loss:.4f}, held-out {loss_name} {val:.4f} "
+                          f"+- {se:.4f} nats/char{' (best, saved)' if improved else ''}")
+            running, n_running = torch.zeros((), device=device), 0
+            eval_seconds += time.time() - eval_start
+    bar.close()
+    seconds = time.time() - start
+    return dict(name=name, model=evaluated, config=config, path=path, best=best, best_step=best_step,
+                seconds=seconds, eval_seconds=eval_seconds, tokens=(step - first_step) * args.batch_size * config.block_size,
+                history=history, autocast=autocast, mask_id=mask_id, pad_id=pad_id)
+
+
+def final_evaluation(result, data, args):
+    """Reload the best checkpoint and measure it with more draws: the figure to report."""
+    ckpt = read_checkpoint(result["path"], args.device)
+    model = result["model"]
+    model.load_state_dict(ckpt["model"])
+    one_pass = data["kind"] == "text"  # names: all L mask sizes of every name; windows: one k per draw
+    return evaluate(model, data, result["config"].causal, args.final_draws, one_pass, result["autocast"],
+                    result["mask_id"], result["pad_id"])
+
+
+def print_samples(result, data, args):
+    """Samples of the trained diffusion model (sample.py's ancestral sampler), with one trajectory."""
+    from torch_version.sample import make_denoiser, sample_ancestral  # sample.py never imports train.py
+    itos, L, model = data["itos"], data["block_size"], result["model"]
+    generator = torch.Generator().manual_seed(args.seed)
+    n = args.samples if data["kind"] == "names" else 1
+    out = sample_ancestral(make_denoiser(model.eval(), args.device), n, L, result["mask_id"], generator, steps=L)
+    if data["kind"] == "names":
+        print("samples:", " ".join(diffusion.decode(s, itos).rstrip(itos[0]) for s in out.samples))
+        if not args.quiet:
+            print("denoising trajectory of the first sample:")
+            for t, xt in zip(out.times, out.trajectory):
+                print(f"t={t:.2f} {diffusion.decode(xt[0], itos)}")
+    else:
+        print(f"a sample ({L} characters):\n{diffusion.decode(out.samples[0], itos)}")
+
+
+# ---------------------------------------------------------------- putting it together
+def default_device():
+    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="names", help="names, shakespeare, or a PATH to a UTF-8 text file")
+    parser.add_argument("--ar", action="store_true", help="train the autoregressive twin instead")
+    parser.add_argument("--both", action="store_true", help="train diffusion, then the AR twin; compare")
+    parser.add_argument("--max-iters", type=int, help=f"optimizer steps (names: {MAX_ITERS})")
+    parser.add_argument("--eval-interval", type=int, help=f"steps between evaluations (names: {EVAL_INTERVAL})")
+    parser.add_argument("--eval-draws", type=int, help=f"mask sets per sequence per evaluation (names: {EVAL_DRAWS})")
+    parser.add_argument("--final-draws", type=int, help=f"... for the final figure (names: {FINAL_DRAWS})")
+    parser.add_argument("--batch-size", type=int, help=f"sequences per step (names: {BATCH_SIZE})")
+    parser.add_argument("--lr", type=float, help=f"peak learning rate (names: {LEARNING_RATE})")
+    parser.add_argument("--n-layer", type=int, help=f"transformer blocks (names: {N_LAYER})")
+    parser.add_argument("--n-head", type=int, help=f"attention heads (names: {N_HEAD})")
+    parser.add_argument("--n-embd", type=int, help=f"residual width (names: {N_EMBD})")
+    parser.add_argument("--dropout", type=float, help=f"dropout (names: {DROPOUT})")
+    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY, help="AdamW weight decay")
+    parser.add_argument("--ema", type=float, default=EMA, help="evaluate an EMA of the weights with this decay "
+                        "(e.g. 0.999; 0: the weights themselves)")
+    parser.add_argument("--positions", choices=["rope", "learned", "both"], default="both",
+                        help="rotary (relative), learned (absolute) or both")
+    parser.add_argument("--activation", choices=["gelu", "relu2"], default="gelu", help="MLP nonlinearity")
+    parser.add_argument("--objective", choices=["k", "time"], default="k",
+                        help="train on the k-masked form of the NELBO (k) or the continuous-time form (time)")
+    parser.add_argument("--schedule", choices=["linear", "cosine"], default=diffusion.SCHEDULE,
+                        help="noise schedule of --objective time")
+    parser.add_argument("--device", default=default_device(), help="cpu, cuda, cuda:1, mps (default: the best found)")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="auto: bf16 autocast on CUDA, float32 elsewhere")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on a GPU)")
+    parser.add_argument("--seed", type=int, default=1337, help="seed for weights, batches and masks")
+    parser.add_argument("--out", help="checkpoint folder (default torch_version/out/<dataset>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    parser.add_argument("--samples", type=int, default=SAMPLES, help="names to sample at the end (0: none)")
+    parser.add_argument("--data-dir", help="folder holding names.txt / tiny_shakespeare.txt")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, only the final figures")
+    args = parser.parse_args(argv)
+    preset = SHAKESPEARE if args.dataset == "shakespeare" else dict(
+        n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD, dropout=DROPOUT, batch_size=BATCH_SIZE, max_iters=MAX_ITERS,
+        lr=LEARNING_RATE, eval_interval=EVAL_INTERVAL, eval_draws=EVAL_DRAWS, final_draws=FINAL_DRAWS)
+    for key, value in preset.items():  # a flag wins over the dataset's preset
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if min(args.max_iters, args.eval_interval, args.eval_draws, args.final_draws, args.batch_size,
+           args.n_layer, args.n_head, args.n_embd) < 1 or args.samples < 0:
+        parser.error("--max-iters, --eval-interval, --eval-draws, --final-draws, --batch-size and the model "
+                     "sizes must be at least 1, --samples at least 0")
+    if not args.lr > 0 or not 0 <= args.dropout < 1 or args.weight_decay < 0 or not 0 <= args.ema < 1:
+        parser.error("--lr must be above 0, --dropout and --ema in [0, 1), --weight-decay at least 0")
+    if args.n_embd % args.n_head or (args.n_embd // args.n_head) % 2:
+        parser.error("--n-embd must be a multiple of --n-head, with an even size per head (rotary positions)")
+    if args.ar and args.both:
+        parser.error("--both already trains the AR twin; drop --ar")
+    if args.out is None:
+        args.out = str(OUT_DIR / Path(args.dataset).stem)
+    return args
+
+
+def check_device(device):
+    """Fail early, in one sentence, on a device this machine does not have."""
+    try:
+        torch.zeros(1, device=device)
+        torch.Generator(device)
+    except (RuntimeError, AssertionError) as err:
+        raise DatasetError(f"cannot use device {device!r} here ({str(err).splitlines()[0]}); "
+                           f"try --device cpu.") from None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        check_device(args.device)
+        data = load_dataset(args.dataset, args.data_dir)
+    except DatasetError as err:
+        sys.exit(f"error: {err}")
+    for key in ("train", "held"):
+        data[key] = data[key].to(args.device)
+    say = (lambda *a: None) if args.quiet else print
+    itos = data["itos"]
+    if data["kind"] == "names":
+        say(f"{args.dataset}: {data['n_train'] + len(data['held']):,} items: {data['n_train']:,} train, "
+            f"{len(data['held']):,} held out; vocabulary {len(itos)} ({''.join(itos)}), block size {data['block_size']}")
+    else:
+        say(f"{args.dataset}: {data['n_train']:,} training characters, {len(data['held'])} held-out windows of "
+            f"{data['block_size']}; vocabulary {len(itos)} (MASK is {itos[-1]!r})")
+    results = []
+    for ar in ([False, True] if args.both else [args.ar]):
+        try:
+            result = train(args, data, ar, say)
+        except CheckpointError as err:
+            sys.exit(f"error: {err}")
+        nats, se = final_evaluation(result, data, args)
+        result.update(nats=nats, se=se)
+        results.append(result)
+        what = "AR twin NLL" if ar else "diffusion NELBO"
+        print(f"{result['name']}: {result['best_step']} steps at best, trained in {result['seconds']:.1f} s; "
+              f"held-out {what}: {nats:.4f} nats/char ({nats / math.log(2):.4f} bits/char) +- {se:.4f}")
+        if not ar and args.samples:
+            print_samples(result, data, args)
+    if args.both:
+        diff, ar_twin = results
+        print(f"\n{'held-out, nats/char':<22}{'value':>10}{'+- se':>10}{'best step':>11}{'train s':>9}")
+        for r in results:
+            print(f"{r['name']:<22}{r['nats']:>10.4f}{r['se']:>10.4f}{r['best_step']:>11}{r['seconds']:>9.1f}")
+        print(f"ratio diffusion / AR: {diff['nats'] / ar_twin['nats']:.4f}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
