@@ -1,0 +1,526 @@
+"""Sampling from the torch tier: three ways to turn masks into text, and the AR twin beside them.
+
+What it teaches: a trained denoiser is only half of a diffusion model; the sampler is the
+other half, and it sets the price (network evaluations, NFE) and the quality of the text.
+- ancestral: the reverse process the ELBO describes (SPEC 6). Positions unmask at random
+  times; a step that unmasks nothing reuses the last logits, so NFE <= steps.
+- confidence (MaskGIT): the schedule says how many positions to unmask per step; the
+  most confident ones go first.
+- threshold: every position whose confidence reaches tau unmasks at once; hard text
+  takes many steps, easy text few.
+Prompts fix some positions from the start (prefix, infill); long text is generated block
+by block, each block conditioned on the text before it. The AR twin samples one token per
+network call, with a KV cache.
+
+    python3 torch_version/sample.py                                   # 20 names, ancestral
+    python3 torch_version/sample.py --sampler confidence --steps 8    # 8 network calls
+    python3 torch_version/sample.py --prompt em                       # names that start with "em"
+    python3 torch_version/sample.py --infill 'ma__n'                  # '_' marks the blanks
+    python3 torch_version/sample.py --infill 'ma?n' --blank '?' --infill-lengths 1-6
+    python3 torch_version/sample.py --ar                              # the AR twin, for comparison
+    python3 torch_version/sample.py --dataset shakespeare --chars 2000 --sampler threshold --tau 0.9
+    python3 torch_version/sample.py --dataset shakespeare --ar --chars 2000
+
+Changes from pure: the samplers take a torch.Generator and tensors; a prompt or template
+fixes positions; top-k / top-p truncation; confidence- and threshold-based samplers beside
+ancestral; variable-length infill scored by the NELBO; long text in blocks; an AR sampler
+with a KV cache. Every draw is still an inverse CDF on float64 uniforms (SPEC 6).
+"""
+import argparse
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
+from torch_version.diffusion import alpha, decode, estimate_nelbo  # noqa: E402
+from torch_version.model import CheckpointError, load_checkpoint  # noqa: E402
+
+OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
+SAMPLER = "ancestral"  # ancestral | confidence | threshold
+TAU = 0.9              # threshold sampler: unmask every position at least this confident
+NAMES = 20             # names per run (text: one text)
+CHARS = 500            # characters of text per run (--chars)
+NELBO_DRAWS = 4        # variable-length infill: mask sets per (sequence, k) when scoring a fill
+
+
+# ---------------------------------------------------------------- one categorical draw
+def probabilities(logits, temperature=1.0, top_k=None, top_p=None):
+    """softmax(logits / T) in float64 (..., V), optionally truncated to the top_k tokens or to
+    the smallest set holding top_p of the mass (nucleus), and renormalised."""
+    logits = logits.double().cpu() / temperature
+    if top_k:  # keep the k largest logits; ties at the k-th value all stay
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    p = torch.softmax(logits, dim=-1)
+    if top_p is not None and top_p < 1:
+        sorted_p, order = p.sort(dim=-1, descending=True)
+        mass_before = sorted_p.cumsum(-1) - sorted_p  # mass of the tokens more likely than each one
+        drop_sorted = mass_before >= top_p  # the likeliest token always stays
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
+        p = p.masked_fill(drop, 0)
+        p = p / p.sum(-1, keepdim=True)
+    return p
+
+
+def inverse_cdf(p, u):
+    """The token whose cumulative probability first passes u: p (..., V) float64, u (..., 1) in [0, 1).
+    u is scaled by the total so a rounding error in the sum can never select a token of probability 0."""
+    cdf = p.cumsum(-1)
+    token = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)[..., 0]
+    return token.clamp(max=p.shape[-1] - 1)
+
+
+def draw_from(p, generator):
+    """One token per position from probabilities p (..., V), by inverse CDF on float64 uniforms:
+    with float32 a token rarer than ~6e-8 could never be drawn, a hidden truncation that
+    flatters perplexity (SPEC 6)."""
+    return inverse_cdf(p, torch.rand(p.shape[:-1] + (1,), generator=generator, dtype=torch.float64))
+
+
+def draw(logits, generator, temperature=1.0, top_k=None, top_p=None):
+    """One token per position from softmax(logits / T), truncated by top_k / top_p."""
+    return draw_from(probabilities(logits, temperature, top_k, top_p), generator)
+
+
+# ---------------------------------------------------------------- the samplers
+@dataclass
+class Sampled:
+    """What a sampler returns. The trajectory, its time labels and the confidences are what an
+    animation or a heat map needs (visualize.py): trajectory[j + 1] follows step j, taken with
+    confidence[j] (n, L), the top probability of the distribution drawn from at every position
+    still masked before the step (NaN at clean positions)."""
+    samples: torch.Tensor                            # (n, L) token ids, no MASK left
+    nfe: int = 0                                     # network evaluations (denoiser calls)
+    trajectory: list = field(default_factory=list)  # xt (n, L): the start, then one per step
+    times: list = field(default_factory=list)       # t of each trajectory entry (threshold: the masked share)
+    confidence: list = field(default_factory=list)  # one (n, L) float32 per step
+
+
+def top_confidence(p, masked):
+    """(n, L) float32: the largest probability at each masked position, NaN at clean ones."""
+    return p.max(-1).values.float().masked_fill(~masked, float("nan"))
+
+
+def schedule_alpha(t, schedule):
+    """alpha(t) of a Python float, as a float (diffusion.alpha works on tensors)."""
+    return float(alpha(torch.tensor(t, dtype=torch.float64), schedule))
+
+
+def sample_ancestral(denoise, n, L, mask_id, generator, steps, temperature=1.0, xt=None,
+                     top_k=None, top_p=None, schedule="linear"):
+    """Reverse process from all MASK (or a given xt) on a uniform time grid 1 -> 0 (SPEC 6), as in
+    the minimal tier: random numbers are drawn in the same order, so given the same uniforms both
+    tiers return the same samples. The denoiser is called only after xt changed: NFE <= steps."""
+    if steps < 1:
+        raise ValueError(f"the ancestral sampler needs at least 1 step, not {steps}.")
+    xt = torch.full((n, L), mask_id, dtype=torch.long) if xt is None else xt.clone()
+    out, p = Sampled(xt, trajectory=[xt.clone()], times=[1.0]), None
+    confidence = torch.full((n, L), float("nan"))
+    times = np.linspace(1, 0, steps + 1).tolist()  # the NumPy tiers' grid, to the last bit
+    for t, s in zip(times[:-1], times[1:]):
+        masked = xt == mask_id
+        if p is None and masked.any():  # cache: the denoiser sees no time, so an unchanged xt gives
+            p = probabilities(denoise(xt), temperature, top_k, top_p)  # the same logits (SPEC 6)
+            out.nfe += 1
+            confidence = top_confidence(p, masked)
+        out.confidence.append(confidence if masked.any() else torch.full((n, L), float("nan")))
+        p_unmask = (schedule_alpha(s, schedule) - schedule_alpha(t, schedule)) / (1 - schedule_alpha(t, schedule))
+        unmask = masked & (torch.rand(xt.shape, generator=generator, dtype=torch.float64) < p_unmask)
+        if unmask.any():
+            xt = torch.where(unmask, draw_from(p, generator), xt)  # clean positions never change
+            p = None
+        out.trajectory.append(xt.clone())
+        out.times.append(s)
+    out.samples = xt
+    return out
+
+
+def sample_confidence(denoise, n, L, mask_id, generator, steps, temperature=1.0, xt=None,
+                      top_k=None, top_p=None, schedule="linear"):
+    """MaskGIT: every step draws a token at each masked position, then keeps the most confident
+    ones (probability of the drawn token) so that round(M * (1 - alpha(s))) masks remain, M being
+    a row's masks at the start; at least one position unmasks per step. Exactly `steps` NFE."""
+    xt = torch.full((n, L), mask_id, dtype=torch.long) if xt is None else xt.clone()
+    masks_at_start = (xt == mask_id).sum(1)  # (n,)
+    if not 1 <= steps <= masks_at_start.max():
+        raise ValueError(f"the confidence sampler unmasks at least one position per step, so --steps must be "
+                         f"between 1 and the {int(masks_at_start.max())} masked positions, not {steps}.")
+    out = Sampled(xt, trajectory=[xt.clone()], times=[1.0])
+    for s in np.linspace(1, 0, steps + 1)[1:].tolist():
+        masked = xt == mask_id
+        p = probabilities(denoise(xt), temperature, top_k, top_p)  # (n, L, V)
+        out.nfe += 1
+        out.confidence.append(top_confidence(p, masked))
+        x0_hat = draw_from(p, generator)  # (n, L): a proposal at every position
+        conf = p.gather(-1, x0_hat[..., None])[..., 0].masked_fill(~masked, -1.0)  # clean ones are never picked
+        remain = torch.round(masks_at_start.double() * (1 - schedule_alpha(s, schedule))).long()  # masks to keep
+        k = torch.minimum((masked.sum(1) - remain).clamp(min=1), masked.sum(1))  # (n,) positions to unmask
+        rank = conf.sort(dim=1, descending=True, stable=True).indices.argsort(dim=1)  # 0 = most confident
+        xt = torch.where(masked & (rank < k[:, None]), x0_hat, xt)
+        out.trajectory.append(xt.clone())
+        out.times.append(s)
+    out.samples = xt
+    return out
+
+
+def sample_threshold(denoise, n, L, mask_id, generator, tau=TAU, temperature=1.0, xt=None,
+                     top_k=None, top_p=None):
+    """Parallel decoding: unmask every masked position whose drawn token has probability >= tau;
+    a row where none does unmasks its single most confident position. NFE <= masked positions."""
+    if not 0 < tau <= 1:
+        raise ValueError(f"the threshold tau must be in (0, 1], not {tau}.")
+    xt = torch.full((n, L), mask_id, dtype=torch.long) if xt is None else xt.clone()
+    out = Sampled(xt, trajectory=[xt.clone()], times=[(xt == mask_id).double().mean().item()])
+    while (masked := xt == mask_id).any():
+        p = probabilities(denoise(xt), temperature, top_k, top_p)  # (n, L, V)
+        out.nfe += 1
+        out.confidence.append(top_confidence(p, masked))
+        x0_hat = draw_from(p, generator)
+        conf = p.gather(-1, x0_hat[..., None])[..., 0].masked_fill(~masked, -1.0)
+        unmask = masked & (conf >= tau)
+        stuck = masked.any(1) & ~unmask.any(1)  # rows with masks but no confident position
+        unmask[stuck, conf[stuck].argmax(1)] = True
+        xt = torch.where(unmask, x0_hat, xt)
+        out.trajectory.append(xt.clone())
+        out.times.append((xt == mask_id).double().mean().item())  # with alpha = 1 - t, the masked share is t
+    out.samples = xt
+    return out
+
+
+SAMPLERS = {"ancestral": sample_ancestral, "confidence": sample_confidence, "threshold": sample_threshold}
+
+
+# ---------------------------------------------------------------- prompts and infill
+def encode_prompt(text, stoi, mask_id, blank=None):
+    """A prompt, or an infill template whose `blank` characters become MASK -> (len,) ids.
+    One-sentence ValueError for characters the model does not know (MASK's symbol included)."""
+    mask_symbol = next(c for c, i in stoi.items() if i == mask_id)
+    unknown = sorted({c for c in text if c != blank and (c not in stoi or c == mask_symbol)})
+    if unknown:
+        hint = ""
+        if blank:
+            hint = f" (its blanks are {blank!r}; --blank picks another character)"
+        elif mask_symbol in unknown:
+            hint = f" ('{mask_symbol}' is the MASK; mark blanks with --infill)"
+        raise ValueError(f"the {'template' if blank else 'prompt'} has characters the model does not know: "
+                         f"{''.join(unknown)!r}{hint}.")
+    return torch.tensor([mask_id if c == blank else stoi[c] for c in text], dtype=torch.long)
+
+
+def gaps(ids, mask_id):
+    """(start, end) of every run of MASK in a 1-D template."""
+    runs, start = [], None
+    for i, masked in enumerate((ids == mask_id).tolist() + [False]):
+        if masked and start is None:
+            start = i
+        elif not masked and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+def fill_variable(denoise, template, lengths, n, L, mask_id, generator, sampler, pad_id=None, **kw):
+    """Variable-length infill (SPEC 6): the template's one gap becomes each length in `lengths`
+    (0: no gap at all), n fills per length; every fill is scored by its NELBO per character of
+    the whole sequence (diffusion.estimate_nelbo), and each of the n rows keeps the length that
+    scored best.
+    Names (pad_id given): the template is a whole name, PADs fill the window of L; text: the
+    sequence is the template itself, at most L characters.
+    Returns (best fills: n rows of ids, their scores (n,), {length: (fills, scores)}, NFE)."""
+    (start, end), = gaps(template, mask_id)
+    calls = [0]
+
+    def counted(xt):  # the scoring passes are network evaluations too
+        calls[0] += 1
+        return denoise(xt)
+
+    tried = {}
+    for g in lengths:
+        row = torch.cat([template[:start], torch.full((g,), mask_id), template[end:]])
+        limit = L - 1 if pad_id is not None else L  # a name keeps room for its end
+        if len(row) > limit:
+            raise ValueError(f"a gap of {g} makes the sequence {len(row)} characters long; the window holds {limit}.")
+        xt = torch.full((n, L if pad_id is not None else len(row)), pad_id if pad_id is not None else mask_id)
+        xt[:, :len(row)] = row
+        if g == 0:  # the template without its gap: nothing to fill, only to score
+            samples = xt
+        else:
+            per_gap = dict(kw, steps=g) if kw.get("steps", 0) is None else kw  # steps=None: one per blank
+            samples = sampler(counted, n, xt.shape[1], mask_id, generator, xt=xt, **per_gap).samples
+        nelbo = estimate_nelbo(samples, counted, mask_id, generator, draws=NELBO_DRAWS)  # (n,) nats
+        n_chars = first_pad(samples, pad_id) + 1 if pad_id is not None else torch.full((n,), len(row))
+        tried[g] = (samples, nelbo / n_chars)
+    scores = torch.stack([per for _, per in tried.values()])  # (G, n)
+    best = scores.argmin(0).tolist()  # per row, the index of its best length
+    fills = [tried[lengths[b]][0][i] for i, b in enumerate(best)]  # rows may differ in length (text)
+    return fills, scores.min(0).values, tried, calls[0]
+
+
+def first_pad(samples, pad_id):
+    """(n,) index of each row's first PAD: the name's length (L when there is none)."""
+    is_pad = samples == pad_id
+    return torch.where(is_pad.any(1), is_pad.float().argmax(1), samples.shape[1])
+
+
+# ---------------------------------------------------------------- long text in blocks
+def sample_text(denoise, sampler, n, n_chars, block_size, mask_id, generator, prompt=None,
+                block_chars=None, steps=None, **kw):
+    """n texts of n_chars new characters, block by block (SPEC 6): each block is conditioned on
+    the end of the text so far, context + new block <= block_size. The first block fills the
+    window; later blocks add block_chars (default half a window). `steps` are per block_chars
+    characters; a block of another size gets proportionally many (at least 1).
+    Returns (ids (n, prompt + n_chars), total NFE, [(start of window, Sampled) per block])."""
+    block_chars = block_chars or block_size // 2
+    text = torch.empty((n, 0), dtype=torch.long) if prompt is None else prompt.expand(n, -1).clone()
+    made, nfe, blocks = 0, 0, []
+    while made < n_chars:
+        new = min(n_chars - made, block_size - min(text.shape[1], block_size - block_chars))
+        context = min(text.shape[1], block_size - new)
+        xt = torch.cat([text[:, text.shape[1] - context:], torch.full((n, new), mask_id)], dim=1)
+        if steps is not None:
+            kw["steps"] = max(1, round(steps * new / block_chars))
+        result = sampler(denoise, n, xt.shape[1], mask_id, generator, xt=xt, **kw)
+        blocks.append((text.shape[1] - context, result))
+        text = torch.cat([text, result.samples[:, context:]], dim=1)
+        made, nfe = made + new, nfe + result.nfe
+    return text, nfe, blocks
+
+
+# ---------------------------------------------------------------- the AR twin, with a KV cache
+@torch.no_grad()
+def generate_ar(model, prefix, n_new, generator, bos_id, temperature=1.0, top_k=None, top_p=None,
+                kv_cache=True, stop_id=None, device="cpu"):
+    """Append n_new tokens to prefix (n, P), one network call each. The twin reads a start token
+    (bos_id, as in training: diffusion.ar_inputs) then the window of text; when start + window
+    would pass block_size, the window restarts from the last block_size // 2 tokens. With
+    kv_cache, keys and values of the window are kept and only the new token goes through the
+    network; the contexts are the same as without it, so the samples are too.
+    stop_id (names: PAD) ends a row; generation stops when every row has ended.
+    Returns (ids (n, P + n_new), NFE)."""
+    n, block_size = prefix.shape[0], model.config.block_size
+    out, start, cached, cache, nfe = prefix.clone(), 0, 0, None, 0
+    bos = torch.full((n, 1), bos_id, dtype=torch.long)
+    with autocast(device):
+        for _ in range(n_new):
+            if 1 + out.shape[1] - start > block_size:  # the start token and the window no longer fit
+                start, cached = out.shape[1] - block_size // 2, 0  # slide; the cache is rebuilt
+            window = torch.cat([bos, out[:, start:]], dim=1)  # (n, 1 + W)
+            if kv_cache:
+                if cache is None:
+                    cache = model.new_kv_cache(n, device)
+                logits = model(window[:, cached:].to(device), kv_cache=cache, start_pos=cached)[:, -1]
+                cached = window.shape[1]
+            else:
+                logits = model(window.to(device))[:, -1]  # (n, n_out)
+            nfe += 1
+            out = torch.cat([out, draw(logits, generator, temperature, top_k, top_p)[:, None]], dim=1)
+            if stop_id is not None and (out[:, prefix.shape[1]:] == stop_id).any(1).all():
+                break
+    if stop_id is not None:  # what follows a row's end is PAD, as in the training data
+        ended = (out[:, prefix.shape[1]:] == stop_id).long().cumsum(1) > 0
+        out[:, prefix.shape[1]:] = out[:, prefix.shape[1]:].masked_fill(ended, stop_id)
+        out = torch.cat([out, torch.full((n, prefix.shape[1] + n_new - out.shape[1]), stop_id)], dim=1)
+    return out, nfe
+
+
+# ---------------------------------------------------------------- putting it together
+def autocast(device):
+    """bf16 matrix products on CUDA, as in training; full float32 elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if str(device).startswith("cuda") else nullcontext()
+
+
+def make_denoiser(model, device):
+    """The model as a sampler's denoiser: CPU ids (n, L) -> CPU float logits (n, L, V-1)."""
+    @torch.no_grad()
+    def denoise(xt):
+        with autocast(device):
+            return model(xt.to(device)).float().cpu()
+    return denoise
+
+
+def default_device():
+    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def device_problem(device):
+    """None if tensors can live on `device`, else one sentence saying why not."""
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as err:  # no such device, or a torch built without it
+        return f"cannot use --device {device!r} ({str(err).strip().splitlines()[0]}); try --device cpu."
+    return None
+
+
+def parse_range(text):
+    """'2-8' -> [2, ..., 8]; '5' -> [5]; '0-3' includes the empty gap."""
+    lo, _, hi = text.partition("-")
+    lo, hi = int(lo), int(hi or lo)
+    if not 0 <= lo <= hi:
+        raise ValueError
+    return list(range(lo, hi + 1))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="names", help="names, shakespeare, or the PATH trained on: "
+                        "picks out/<its stem>/, as train.py does")
+    parser.add_argument("--ckpt", help="checkpoint to sample from (default out/<dataset>/ckpt.pt; "
+                        "ckpt_ar.pt with --ar)")
+    parser.add_argument("--sampler", default=SAMPLER, choices=sorted(SAMPLERS), help="how masks turn into characters")
+    parser.add_argument("--steps", type=int, help="sampler steps (per --block-chars characters for text); "
+                        "default: one per position")
+    parser.add_argument("--tau", type=float, default=TAU, help="threshold sampler: confidence that unmasks a position")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0)")
+    parser.add_argument("--top-k", type=int, default=0, help="draw only among the k likeliest tokens (0: all)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="draw only from the smallest set holding this mass")
+    parser.add_argument("--samples", type=int, help=f"names ({NAMES}) or texts (1) to generate")
+    parser.add_argument("--chars", type=int, default=CHARS, help="text: characters to generate")
+    parser.add_argument("--block-chars", type=int, help="text: new characters per block after the first "
+                        "(default half a window)")
+    parser.add_argument("--prompt", default="", help="fixed start: a name's first letters, or text to continue")
+    parser.add_argument("--infill", help="template to complete; --blank characters mark the positions to fill")
+    parser.add_argument("--blank", help="the character that marks a blank in --infill (default: MASK's own symbol)")
+    parser.add_argument("--infill-lengths", help="variable-length infill: try every gap length in A-B, keep the "
+                        "best NELBO per character")
+    parser.add_argument("--ar", action="store_true", help="sample from the autoregressive twin instead")
+    parser.add_argument("--no-kv-cache", action="store_true", help="AR: recompute the whole window every token")
+    parser.add_argument("--seed", type=int, default=1337, help="seed for every random draw")
+    parser.add_argument("--device", default=default_device(), help="cpu, cuda, mps")
+    parser.add_argument("--quiet", action="store_true", help="print only the samples and the cost line")
+    args = parser.parse_args(argv)
+    if not args.temperature > 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
+        parser.error("--temperature must be above 0, --top-k at least 0 and --top-p in (0, 1]")
+    if (args.samples is not None and args.samples < 1) or args.chars < 1 or (args.steps is not None and args.steps < 1):
+        parser.error("--samples, --chars and --steps must be at least 1")
+    if args.ar and args.infill:
+        parser.error("the AR twin can only continue a prefix: use --prompt, or drop --ar to infill")
+    if args.sampler == "threshold" and args.steps is not None:
+        parser.error("the threshold sampler takes no --steps: it stops when no mask is left (set --tau)")
+    if args.infill_lengths and not args.infill:
+        parser.error("--infill-lengths needs a template with one gap: --infill 'ma_n'")
+    try:
+        lengths = parse_range(args.infill_lengths) if args.infill_lengths else None
+    except ValueError:
+        parser.error(f"--infill-lengths must look like 2-8 (lengths from 0 up), not {args.infill_lengths!r}")
+
+    if problem := device_problem(args.device):
+        parser.error(problem)
+
+    path = Path(args.ckpt or OUT_DIR / Path(args.dataset).stem / ("ckpt_ar.pt" if args.ar else "ckpt.pt"))
+    try:
+        model, ckpt = load_checkpoint(path, args.device)
+    except CheckpointError as err:
+        sys.exit(f"error: {err}")
+    if model.config.causal != args.ar:
+        sys.exit(f"error: {path} holds {'an AR' if model.config.causal else 'a diffusion'} model; "
+                 f"{'drop' if model.config.causal else 'add'} --ar or pick the other checkpoint.")
+    try:
+        run(args, model, ckpt, lengths)
+    except ValueError as err:  # bad prompts, templates and step counts: one sentence each
+        sys.exit(f"error: {err}")
+
+
+def run(args, model, ckpt, lengths):
+    """Sample as the flags say and print the samples and their cost; ValueError on bad input."""
+    itos, config = ckpt["itos"], ckpt["config"]
+    stoi = {c: i for i, c in enumerate(itos)}
+    is_names = config.get("kind") == "names"
+    mask_id, pad_id = config.get("mask_id", len(itos) - 1), (config.get("pad_id", 0) if is_names else None)
+    block_size = model.config.block_size
+    n = args.samples or (NAMES if is_names else 1)
+    generator = torch.Generator().manual_seed(args.seed)
+    kw = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
+    limit = block_size - 1 if is_names else block_size  # a name keeps room for its end (PAD)
+    prompt = encode_prompt(args.prompt, stoi, mask_id)
+    if len(prompt) > limit:
+        raise ValueError(f"the prompt has {len(prompt)} characters; the window holds {limit}.")
+    if not args.quiet:
+        print(f"{'AR twin' if args.ar else 'diffusion model'}: {model.num_params():,} parameters, "
+              f"block size {block_size}, trained {ckpt['step']} steps; sampling on {args.device}")
+    denoise = make_denoiser(model, args.device)
+
+    def pick_sampler(masked):  # the sampler and its arguments; steps default to one per position
+        if args.sampler == "threshold":
+            return sample_threshold, dict(kw, tau=args.tau)
+        return SAMPLERS[args.sampler], dict(kw, steps=args.steps or masked, schedule=config.get("schedule", "linear"))
+
+    start, result = time.time(), None
+    if args.ar:  # ---------------------------------------------------- the AR twin, one token per call
+        new = block_size - len(prompt) if is_names else args.chars
+        ids, nfe = generate_ar(model, prompt.expand(n, -1), new, generator, config.get("bos_id", mask_id), **kw,
+                               kv_cache=not args.no_kv_cache, stop_id=pad_id, device=args.device)
+        n_new = n * new
+    elif args.infill is not None:  # ------------------------------------------------ fill a template
+        blank = args.blank or itos[mask_id]
+        if len(blank) != 1:
+            raise ValueError(f"--blank must be one character, not {blank!r}.")
+        template = encode_prompt(args.infill, stoi, mask_id, blank)
+        if not (template == mask_id).any():
+            raise ValueError(f"the template {args.infill!r} has no blank ({blank!r}) to fill.")
+        if len(template) > limit:
+            raise ValueError(f"the template has {len(template)} characters; the window holds {limit}.")
+        if lengths:
+            if len(gaps(template, mask_id)) != 1:
+                raise ValueError("--infill-lengths needs a template with exactly one run of blanks.")
+            sampler, skw = pick_sampler(None)  # steps: --steps, or one per blank of each gap length
+            ids, scores, tried, nfe = fill_variable(denoise, template, lengths, n, block_size, mask_id, generator,
+                                                    sampler, pad_id, **skw)
+            if not args.quiet:
+                for g, (fills, per) in tried.items():
+                    print(f"gap of {g}: NELBO {per.mean():.3f} nats/char on average, e.g. "
+                          + " ".join(show(f, itos, is_names) for f in fills[:6]))
+            n_new = n * sum(lengths)
+        else:
+            xt = torch.full((n, block_size if is_names else len(template)), pad_id if is_names else mask_id)
+            xt[:, :len(template)] = template
+            sampler, skw = pick_sampler(int((template == mask_id).sum()))
+            result = sampler(denoise, n, xt.shape[1], mask_id, generator, xt=xt, **skw)
+            ids, nfe, n_new = result.samples, result.nfe, int((xt == mask_id).sum())
+    elif is_names:  # ----------------------------------------------------- names, maybe with a prefix
+        xt = torch.full((n, block_size), mask_id)
+        xt[:, :len(prompt)] = prompt
+        sampler, skw = pick_sampler(block_size - len(prompt))
+        result = sampler(denoise, n, block_size, mask_id, generator, xt=xt, **skw)
+        ids, nfe, n_new = result.samples, result.nfe, n * (block_size - len(prompt))
+    else:  # ---------------------------------------------------------------- long text, block by block
+        block_chars = args.block_chars or block_size // 2
+        if not 1 <= block_chars <= block_size:
+            raise ValueError(f"--block-chars must be between 1 and the block size {block_size}, not {block_chars}.")
+        sampler, skw = pick_sampler(block_chars)
+        if args.sampler == "confidence" and skw["steps"] > block_chars:
+            raise ValueError(f"the confidence sampler unmasks at least one position per step, so --steps must be "
+                             f"between 1 and the {block_chars} characters of a block, not {skw['steps']}.")
+        ids, nfe, _ = sample_text(denoise, sampler, n, args.chars, block_size, mask_id, generator,
+                                  prompt=prompt if len(prompt) else None, block_chars=block_chars, **skw)
+        n_new = n * args.chars
+    seconds = time.time() - start
+
+    texts = [show(row, itos, is_names) for row in ids]
+    if lengths:  # each fill with its NELBO per character, the score that chose its gap length
+        texts = [f"{text} ({score:.3f})" for text, score in zip(texts, scores.tolist())]
+    if is_names:
+        print("samples:", " ".join(texts))
+    else:
+        for i, text in enumerate(texts):
+            print(f"---------------- sample {i + 1}\n{text}")
+    if is_names and result is not None and not args.quiet:
+        print("denoising trajectory of the first sample:")
+        for t, xt in zip(result.times, result.trajectory):
+            print(f"t={t:.2f} {decode(xt[0], itos)}")
+    print(f"{nfe} network evaluations, {n_new:,} characters in {seconds:.2f} s "
+          f"({n_new / max(seconds, 1e-9):,.0f} characters/s)")
+
+
+def show(ids, itos, is_names):
+    """A sample as text; a name loses its trailing PADs only (SPEC 8: nothing else is hidden)."""
+    return decode(ids, itos).rstrip(itos[0]) if is_names else decode(ids, itos)
+
+
+if __name__ == "__main__":
+    main()
