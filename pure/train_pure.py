@@ -1,26 +1,23 @@
-"""Masked diffusion for names in NumPy, with a model and a training run good enough to study.
+"""Masked diffusion for names in NumPy, with a denoiser and a training run good enough to study.
 
-What it teaches: the same diffusion loop as the minimal tier (../shared/SPEC.md), now with
-a denoiser that has depth (a residual MLP with layer normalisation, every gradient by hand)
-and the engineering a real run needs: a learning-rate schedule, gradient clipping, the
-held-out NELBO tracked during training, the best model checkpointed and resumable, a
-second sampler, sample metrics, and plots of every stage of the process.
-
-    python3 pure/train_pure.py                 # ~2 minutes on 2 CPU cores; plots in pure/out/
-    python3 pure/train_pure.py --resume        # continue from pure/out/ckpt.npz
-    python3 pure/train_pure.py --help
-
-Changes from minimal:
+Changes from minimal (the diffusion loop of ../shared/SPEC.md is the same; what is new is
+a deeper denoiser and the engineering a real run needs):
 - denoiser: the one-hot x position input feeds a residual stream of width N_EMBD, then
   N_LAYER pre-norm blocks h + W2 relu(W1 LN(h)), a final LayerNorm and a linear head
-  (minimal: one hidden layer). Backprop for LayerNorm is written out too.
-- training: Adam with linear warmup and cosine decay (minimal: linear decay), the
-  gradient clipped to a global norm of GRAD_CLIP, the held-out NELBO measured every
-  EVAL_EVERY steps, the best model saved with np.savez (--resume continues from it).
-- sampling: sample_confidence (MaskGIT style) beside the ancestral sampler.
-- evaluation: sample_metrics (valid / copied / new shares, length distance), plots.
+  (minimal: one hidden layer). Backprop through LayerNorm is written out by hand too.
+- training: Adam with linear warmup and cosine decay (minimal: linear decay), the gradient
+  clipped to a global norm of GRAD_CLIP, the held-out NELBO measured every EVAL_EVERY
+  steps, the best model saved with np.savez (--resume continues from it, exactly).
+- sampling: sample_confidence (MaskGIT style) beside the ancestral sampler, and
+  sample_metrics (valid / copied / new shares, distance of the length distributions).
+- plots of every stage: NELBO curves, schedules, forward and reverse process, temperatures,
+  lengths (matplotlib, only imported when plotting).
 Everything else (tokens, forward process, loss, held-out estimator, ancestral sampler) is
 copied from minimal on purpose and kept identical: tests/test_cross_tier.py checks that.
+
+    python3 pure/train_pure.py                 # ~1.5 minutes on 2 CPU cores; plots in pure/out/
+    python3 pure/train_pure.py --resume        # continue from pure/out/ckpt.npz
+    python3 pure/train_pure.py --help
 """
 import argparse
 import json
@@ -36,11 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` import
 from data.fetch import DatasetError, load_names, split_names  # noqa: E402
 
 BLOCK_SIZE = 16        # L: the longest name (15) plus at least one PAD
-N_EMBD = 256           # width of the residual stream
-N_HIDDEN = 1024        # width inside each residual block
+# Small and long: the NELBO gradient is noisy (weights 1/t), so for the same CPU time many steps
+# of a small denoiser beat fewer steps of a big one (width 256 or inner 512 scored worse here).
+N_EMBD = 128           # width of the residual stream
+N_HIDDEN = 128         # width inside each residual block
 N_LAYER = 2            # residual blocks
 BATCH_SIZE = 256       # names per training step
-STEPS = 2000           # training steps
+STEPS = 12000          # training steps
 LEARNING_RATE = 2e-3   # Adam's peak step size
 WARMUP = 100           # steps of linear warmup from 0 to LEARNING_RATE
 MIN_LR = 1e-4          # the cosine decay ends here
@@ -49,7 +48,7 @@ EPS = 1e-3             # t is clipped to [EPS, 1] so the weight 1/t stays finite
 SCHEDULE = "linear"    # alpha(t) = 1 - t; "cosine" is the other choice (SPEC 2)
 SAMPLE_STEPS = 32      # steps of the samplers
 EVAL_DRAWS = 4         # random mask sets per (name, k) in the final held-out NELBO
-EVAL_EVERY = 250       # steps between held-out measurements (and checkpoints)
+EVAL_EVERY = 500       # steps between held-out measurements (and checkpoints)
 EVAL_NAMES = 3         # during training, every 3rd held-out name (1,068) with one draw
 METRIC_SAMPLES = 1000  # names generated to measure the sample metrics
 
@@ -257,8 +256,8 @@ def load_checkpoint(path, config):
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
         meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint of this tier ({err}); "
+    except (OSError, ValueError, KeyError):  # not a zip of arrays, pickled objects, or no meta
+        raise CheckpointError(f"{path} is not a readable checkpoint of this tier; "
                               f"run without --resume to start afresh.") from None
     if meta["config"] != config:
         saved = meta["config"]
@@ -291,7 +290,7 @@ def train(params, state, data, steps, rng, mask_id, held=None, ckpt=None, stop=N
         running += loss * x0.size / ((x0 != 0).sum() + BATCH_SIZE)  # per character, as evaluated
         n_running += 1
         if step % EVAL_EVERY == 0 or step == steps:
-            held_nelbo = np.nan
+            ms, held_nelbo = 1000 * (time.time() - start) / n_running, np.nan  # time of the training steps
             if held is not None:  # the same names and masks every time: differences are the model's
                 denoise = lambda xt: forward(params, xt)[0]  # noqa: E731
                 nelbo = estimate_nelbo(held[0], denoise, mask_id, np.random.default_rng(0), draws=1)
@@ -302,7 +301,6 @@ def train(params, state, data, steps, rng, mask_id, held=None, ckpt=None, stop=N
                 state["best"] = held_nelbo
                 save_checkpoint(ckpt[0], params, state, rng, ckpt[1])
             if not quiet:
-                ms = 1000 * (time.time() - start) / n_running
                 print(f"step {step:5d}/{steps}: train NELBO {running / n_running:.3f}, held-out NELBO "
                       f"{held_nelbo:.3f} nats/char, {ms:.0f} ms/step{', saved' if saved else ''}")
             running, n_running, start = 0.0, 0, time.time()
@@ -381,12 +379,17 @@ def sample_confidence(denoise, n, mask_id, rng, steps=SAMPLE_STEPS, temperature=
     return xt, trajectory
 
 
+def name_of(sample):
+    """The name a decoded sample spells, or None unless it is letters followed only by PADs."""
+    w = sample.rstrip(PAD)
+    return w if w and PAD not in w and MASK not in w else None
+
+
 def sample_metrics(samples, train_words, real_words):
     """Scores for generated names (SPEC 5). samples: decoded strings with PAD and MASK visible.
     valid: letters followed only by PADs; copied: valid and a training name; new: valid and not;
     tv_length: total-variation distance between the lengths of the valid samples and of real_words."""
-    names = [s.rstrip(PAD) for s in samples]
-    valid = [w for w in names if w and PAD not in w and MASK not in w]
+    valid = [w for w in map(name_of, samples) if w is not None]
     train_set = set(train_words)
     copied = sum(w in train_set for w in valid)
     n_bins = max(map(len, list(real_words) + valid)) + 1
@@ -399,8 +402,10 @@ def sample_metrics(samples, train_words, real_words):
 
 # ---------------------------------------------------------------- plots
 def make_plots(out, history, denoise, stoi, itos, train_words, samples, rng):
-    """Six PNGs in `out`, each readable on its own. matplotlib is imported here, so the rest
-    of the tier runs with NumPy alone."""
+    """Six PNGs in `out`, each readable on its own. samples: decoded samples, or a dict
+    {sampler name: decoded samples}. matplotlib is imported here, so the rest of the tier runs
+    with NumPy alone."""
+    samples = samples if isinstance(samples, dict) else {"samples": samples}
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -412,6 +417,9 @@ def make_plots(out, history, denoise, stoi, itos, train_words, samples, rng):
         fig.savefig(out / name, dpi=110)
         plt.close(fig)
         paths.append(str(out / name))
+
+    def share(lengths):  # share of names of each length 1..L
+        return np.bincount(lengths, minlength=BLOCK_SIZE + 1)[1:] / max(1, len(lengths))
 
     def grid(ax, rows, labels, title, changed="changed since the row above"):
         """Rows of token ids as coloured cells, one character per cell."""
@@ -450,8 +458,8 @@ def make_plots(out, history, denoise, stoi, itos, train_words, samples, rng):
         ax1.plot(t, alpha(t, schedule), label=schedule)
         ax2.plot(t, weight(t, schedule), label=schedule)
     ax1.set(xlabel="time t", ylabel="alpha(t) = P(token still clean)", title="Noise schedule alpha(t)")
-    ax2.set(xlabel="time t", ylabel="w(t) = -alpha'(t) / (1 - alpha(t))", yscale="log",
-            title="ELBO weight w(t) (log scale)")
+    ax2.set(xlabel="time t (log scale)", ylabel="w(t) = -alpha'(t) / (1 - alpha(t))", xscale="log",
+            yscale="log", title="ELBO weight w(t): 1/t (linear), about 2/t near 0 (cosine)")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3), ax.legend()
     save(fig, "schedule.png")
@@ -470,7 +478,8 @@ def make_plots(out, history, denoise, stoi, itos, train_words, samples, rng):
     labels = [f"t={t:.2f}" for t in np.linspace(1, 0, SAMPLE_STEPS + 1)]
     for ax, sampler in zip(axes, (sample_ancestral, sample_confidence)):
         _, trajectory = sampler(denoise, 1, mask_id, rng)
-        grid(ax, [x[0] for x in trajectory], labels, f"Reverse process: {sampler.__name__}", "revealed at this step")
+        grid(ax, [x[0] for x in trajectory], labels, f"Reverse process: {sampler.__name__}",
+             "revealed at this step")
     axes[0].set_ylabel("sampler step (time runs 1 -> 0)")
     save(fig, "reverse.png", bottom=0.03)
 
@@ -482,25 +491,25 @@ def make_plots(out, history, denoise, stoi, itos, train_words, samples, rng):
         names = [decode(s, itos) for s in x]
         m = sample_metrics(names, train_words, train_words)
         for j, s in enumerate(names[:16]):
-            w = s.rstrip(PAD)
-            colour = "tab:red" if not w or PAD in w or MASK in w else "tab:gray" if w in train_set else "black"
-            ax.text(0.05, 1 - (j + 1) / 17, w, color=colour, family="monospace", transform=ax.transAxes)
+            colour = "tab:red" if name_of(s) is None else "tab:gray" if name_of(s) in train_set else "black"
+            ax.text(0.05, 1 - (j + 1) / 17, s.rstrip(PAD), color=colour, family="monospace",
+                    transform=ax.transAxes)
         ax.set_title(f"T = {temp}\nvalid {m['valid']:.0%}, new {m['new']:.0%} (of 200)", fontsize=9)
         ax.axis("off")
     fig.suptitle("Ancestral samples by temperature (black: new, gray: a training name, red: invalid)")
     save(fig, "temperatures.png")
 
     # 6. lengths: generated vs real
-    real = [len(w) for w in train_words]
-    gen = [len(s.rstrip(PAD)) for s in samples if MASK not in s and PAD not in s.rstrip(PAD)]
     bins = np.arange(1, BLOCK_SIZE + 1)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.bar(bins - 0.2, np.bincount(real, minlength=BLOCK_SIZE + 1)[1:] / len(real), 0.4, label="training names")
-    ax.bar(bins + 0.2, np.bincount(gen, minlength=BLOCK_SIZE + 1)[1:] / max(1, len(gen)), 0.4,
-           label=f"valid samples ({len(gen):,})")
-    tv = sample_metrics(samples, train_words, train_words)["tv_length"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(bins - 0.27, share([len(w) for w in train_words]), 0.27, label="training names")
+    for offset, (name, names) in zip((0, 0.27), samples.items()):
+        valid = [w for w in map(name_of, names) if w is not None]
+        tv = sample_metrics(names, train_words, train_words)["tv_length"]
+        ax.bar(bins + offset, share([len(w) for w in valid]), 0.27,
+               label=f"{name} ({len(valid):,} valid), TV {tv:.3f}")
     ax.set(xlabel="name length (characters)", ylabel="share of names", xticks=bins,
-           title=f"Length distribution (total-variation distance {tv:.3f})")
+           title="Length distribution; TV = total-variation distance to the training names")
     ax.grid(alpha=0.3, axis="y"), ax.legend()
     save(fig, "lengths.png")
     return paths
@@ -516,7 +525,7 @@ def main(argv=None):
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "out"),
                         help="folder for the checkpoint ckpt.npz and the plots (default pure/out/)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    parser.add_argument("--no-plots", action="store_true", help="skip the plots (then matplotlib is not needed)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the plots (no matplotlib needed)")
     parser.add_argument("--quiet", action="store_true", help="print only the NELBO and the samples")
     parser.add_argument("--data-dir", help="folder holding names.txt (else DIFFUSION_DATA_DIR, else download)")
     args = parser.parse_args(argv)
@@ -546,13 +555,14 @@ def main(argv=None):
     train_data, held_data = encode(train_words, stoi), encode(held_words, stoi)
     held_chars = np.array([len(w) + 1 for w in held_words])
     config = {"vocab": "".join(itos), "block_size": BLOCK_SIZE, "n_embd": N_EMBD, "n_hidden": N_HIDDEN,
-              "n_layer": N_LAYER, "batch_size": BATCH_SIZE, "steps": args.steps, "learning_rate": LEARNING_RATE,
+              "n_layer": N_LAYER, "batch_size": BATCH_SIZE, "steps": args.steps, "lr": LEARNING_RATE,
               "warmup": WARMUP, "min_lr": MIN_LR, "grad_clip": GRAD_CLIP, "schedule": SCHEDULE,
-              "eval_every": EVAL_EVERY}
+              "eval_every": EVAL_EVERY}  # a checkpoint continues only a run with all of these the same
     params, state = init_params(len(itos), rng), {}
     if args.resume:
         if not ckpt.is_file():
-            sys.exit(f"error: --resume needs a checkpoint at {ckpt} and there is none; run without --resume first.")
+            sys.exit(f"error: --resume needs a checkpoint at {ckpt} and there is none; "
+                     f"run without --resume first.")
         try:
             params, state, rng.bit_generator.state = load_checkpoint(ckpt, config)
         except CheckpointError as err:
@@ -582,14 +592,14 @@ def main(argv=None):
     print(f"held-out NELBO: {nats:.4f} nats/char ({nats / np.log(2):.4f} bits/char) "
           f"+- {se:.4f} (standard error, {len(held_words):,} names)")
 
-    n = max(args.samples, METRIC_SAMPLES)
+    n, samples = max(args.samples, METRIC_SAMPLES), {}
     for sampler in (sample_confidence, sample_ancestral):  # ancestral last: its samples are printed
-        samples, trajectory = sampler(denoise, n, mask_id, rng, temperature=args.temperature)
-        samples = [decode(s, itos) for s in samples]
-        m = sample_metrics(samples, train_words, train_words)
+        x, trajectory = sampler(denoise, n, mask_id, rng, temperature=args.temperature)
+        samples[sampler.__name__] = [decode(s, itos) for s in x]
+        m = sample_metrics(samples[sampler.__name__], train_words, train_words)
         say(f"{sampler.__name__} ({n:,} names, T={args.temperature}): valid {m['valid']:.1%}, "
             f"copied {m['copied']:.1%}, new {m['new']:.1%}, length TV distance {m['tv_length']:.3f}")
-    print("samples:", " ".join(s.rstrip(PAD) for s in samples[:args.samples]))
+    print("samples:", " ".join(s.rstrip(PAD) for s in samples["sample_ancestral"][:args.samples]))
     say("denoising trajectory of the first sample:")
     for t, xt in zip(np.linspace(1, 0, SAMPLE_STEPS + 1), trajectory):
         say(f"t={t:.2f} {decode(xt[0], itos)}")

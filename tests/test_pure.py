@@ -64,6 +64,20 @@ def test_gradient_matches_centered_finite_differences(small, name):
     assert np.abs(numeric).max() > 1e-6  # the check is not vacuous: this parameter does matter
 
 
+def test_denoiser_outputs_every_real_token_but_never_mask(small):
+    params = small.init_params(V, np.random.default_rng(0))
+    logits, _ = small.forward(params, np.full((3, small.BLOCK_SIZE), V - 1))
+    assert logits.shape == (3, small.BLOCK_SIZE, V - 1)  # classes PAD and the letters: no MASK column
+
+
+def test_training_stays_in_float32(small):
+    """float64 creeping in (a NumPy float64 scalar times a float32 array gives float64) would
+    silently double the time of every step."""
+    params, state = small_run(small, 3)
+    assert {p.dtype for p in params.values()} == {np.dtype(np.float32)}
+    assert {v.dtype for k, v in state.items() if k[:2] in ("m_", "v_")} == {np.dtype(np.float32)}
+
+
 def test_layer_norm_gives_zero_mean_unit_variance_rows():
     x = np.random.default_rng(1).standard_normal((5, 32)) * 7 + 3
     y, _ = pure.layer_norm(x, np.ones(32), np.zeros(32))
@@ -127,7 +141,8 @@ def test_confidence_sampler_never_changes_a_prompt():
 
 def test_sample_metrics_on_hand_made_samples():
     samples = ["emma....", "zoe.....", "qux.....", "em.a....", "emm_....", "........"]
-    m = pure.sample_metrics(samples, train_words=["emma", "zoe", "ava"], real_words=["ab", "abc", "abc", "abcd"])
+    m = pure.sample_metrics(samples, train_words=["emma", "zoe", "ava"],
+                            real_words=["ab", "abc", "abc", "abcd"])
     assert m["valid"] == pytest.approx(3 / 6)  # PAD inside, MASK left, empty name: invalid
     assert m["copied"] == pytest.approx(2 / 6) and m["new"] == pytest.approx(1 / 6)
     # valid lengths 4, 3, 3 -> {3: 2/3, 4: 1/3}; real {2: 1/4, 3: 1/2, 4: 1/4}
@@ -162,7 +177,8 @@ def test_checkpoint_round_trip_keeps_parameters_optimiser_and_random_state(small
     assert set(params2) == set(params) and all(np.array_equal(params[k], params2[k]) for k in params)
     assert {k for k in state2 if k[:2] in ("m_", "v_")} == {k for k in state if k[:2] in ("m_", "v_")}
     assert all(np.array_equal(state[k], state2[k]) for k in state if k[:2] in ("m_", "v_"))
-    assert (state2["step"], state2["best"], state2["history"]) == (state["step"], state["best"], state["history"])
+    assert state2["step"] == state["step"] and state2["best"] == state["best"]
+    assert state2["history"] == state["history"]
     assert rng_state == rng.bit_generator.state
     assert list(tmp_path.iterdir()) == [path]  # the temporary file was renamed, none left behind
 
@@ -173,6 +189,13 @@ def test_checkpoint_of_another_config_is_refused(small, tmp_path):
     small.save_checkpoint(path, params, state, np.random.default_rng(0), {"n_embd": 8, "n_layer": 2})
     with pytest.raises(small.CheckpointError, match="n_embd 8 vs 16"):
         small.load_checkpoint(path, {"n_embd": 16, "n_layer": 2})
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(small, tmp_path):
+    path = tmp_path / "ckpt.npz"
+    path.write_text("not a checkpoint")
+    with pytest.raises(small.CheckpointError, match="is not a readable checkpoint"):
+        small.load_checkpoint(path, {})
 
 
 def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(small, tmp_path):
