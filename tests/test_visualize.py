@@ -22,7 +22,7 @@ from PIL import Image
 
 from torch_version import visualize
 from torch_version.model import ModelConfig, Transformer, save_checkpoint
-from torch_version.sample import sample_ancestral
+from torch_version.sample import load_or_exit, sample_ancestral
 
 ROOT = Path(__file__).resolve().parents[1]
 ITOS = [".", "a", "b", "e", "m", "n", "_"]  # PAD first, MASK last, as the torch tier's vocabulary
@@ -79,7 +79,7 @@ def test_same_length_holds_the_last_frame_of_the_shorter_film():
 
 
 def test_confidence_map_is_nan_exactly_where_the_position_is_already_unmasked(ckpt):
-    model, _ = visualize.load(ckpt, "cpu", causal=False)
+    model, _ = load_or_exit(ckpt, "cpu", False, "name the diffusion checkpoint")
     result = sample_ancestral(lambda xt: model(xt).detach(), 3, L, len(ITOS) - 1, torch.Generator().manual_seed(0),
                               steps=L)
     for row in range(3):

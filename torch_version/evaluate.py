@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_versio
 from data.fetch import DatasetError  # noqa: E402
 from pure.train_pure import sample_metrics  # noqa: E402
 from torch_version import diffusion  # noqa: E402
-from torch_version.model import CheckpointError, load_checkpoint  # noqa: E402
-from torch_version.sample import SAMPLERS, autocast, default_device, generate_ar, make_denoiser  # noqa: E402
+from torch_version.sample import (SAMPLERS, autocast, default_device, generate_ar, load_or_exit,  # noqa: E402
+                                  make_denoiser)
 from torch_version.train import FINAL_DRAWS, SHAKESPEARE, evaluate, load_dataset  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
@@ -256,19 +256,6 @@ def write_atomic(path, text):
 
 
 # ---------------------------------------------------------------- putting it together
-def load(path, device, causal, what):
-    try:
-        model, ckpt = load_checkpoint(path, device)
-    except CheckpointError as err:
-        sys.exit(f"error: {err}")
-    except (RuntimeError, AssertionError) as err:  # e.g. --device cuda on a machine without one
-        sys.exit(f"error: cannot use device {device!r} ({str(err).splitlines()[0]}).")
-    if model.config.causal != causal:
-        sys.exit(f"error: {path} holds {'an AR' if model.config.causal else 'a diffusion'} model; "
-                 f"give the {what} there.")
-    return model, ckpt
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -296,8 +283,8 @@ def main(argv=None):
 
     path = Path(args.checkpoint)
     judge_path = Path(args.judge) if args.judge else path.with_name("ckpt_ar.pt")
-    model, ckpt = load(path, args.device, False, "diffusion checkpoint")
-    judge_model, judge_ckpt = load(judge_path, args.device, True, "AR twin with --judge")
+    model, ckpt = load_or_exit(path, args.device, False, "give the diffusion checkpoint there")
+    judge_model, judge_ckpt = load_or_exit(judge_path, args.device, True, "give the AR twin with --judge")
     if judge_ckpt["itos"] != ckpt["itos"]:
         sys.exit(f"error: the judge {judge_path} was trained on another vocabulary than {path}; "
                  f"train the AR twin on the same dataset (train.py --ar).")

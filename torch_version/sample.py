@@ -356,6 +356,20 @@ def device_problem(device):
     return None
 
 
+def load_or_exit(path, device, causal, hint):
+    """(model, checkpoint) from a checkpoint of the expected kind (AR twin if causal), or one
+    sentence and exit 1; `hint` says what to do when the kind is wrong."""
+    if problem := device_problem(device):
+        sys.exit(f"error: {problem}")
+    try:
+        model, ckpt = load_checkpoint(path, device)
+    except CheckpointError as err:
+        sys.exit(f"error: {err}")
+    if model.config.causal != causal:
+        sys.exit(f"error: {path} holds {'an AR' if model.config.causal else 'a diffusion'} model; {hint}.")
+    return model, ckpt
+
+
 def parse_range(text):
     """'2-8' -> [2, ..., 8]; '5' -> [5]; '0-3' includes the empty gap."""
     lo, _, hi = text.partition("-")
@@ -413,13 +427,8 @@ def main(argv=None):
         parser.error(problem)
 
     path = Path(args.ckpt or OUT_DIR / Path(args.dataset).stem / ("ckpt_ar.pt" if args.ar else "ckpt.pt"))
-    try:
-        model, ckpt = load_checkpoint(path, args.device)
-    except CheckpointError as err:
-        sys.exit(f"error: {err}")
-    if model.config.causal != args.ar:
-        sys.exit(f"error: {path} holds {'an AR' if model.config.causal else 'a diffusion'} model; "
-                 f"{'drop' if model.config.causal else 'add'} --ar or pick the other checkpoint.")
+    model, ckpt = load_or_exit(path, args.device, args.ar,
+                               f"{'add' if not args.ar else 'drop'} --ar or pick the other checkpoint")
     try:
         run(args, model, ckpt, lengths)
     except ValueError as err:  # bad prompts, templates and step counts: one sentence each

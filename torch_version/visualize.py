@@ -35,8 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
-from torch_version.model import CheckpointError, load_checkpoint  # noqa: E402
-from torch_version.sample import (SAMPLERS, TAU, default_device, generate_ar,  # noqa: E402
+from torch_version.sample import (SAMPLERS, TAU, default_device, generate_ar, load_or_exit,  # noqa: E402
                                   make_denoiser)
 
 OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
@@ -340,20 +339,6 @@ def put(screen, y, x, text, attr=0):
 
 
 # ---------------------------------------------------------------- putting it together
-def load(path, device, causal):
-    """(model, checkpoint) or a one-sentence exit."""
-    try:
-        model, ckpt = load_checkpoint(path, device)
-    except CheckpointError as err:
-        sys.exit(f"error: {err}")
-    except (RuntimeError, AssertionError) as err:  # e.g. --device cuda on a machine without one
-        sys.exit(f"error: cannot use device {device!r} ({str(err).splitlines()[0]}).")
-    if model.config.causal != causal:
-        sys.exit(f"error: {path} holds {'an AR' if model.config.causal else 'a diffusion'} model, "
-                 f"not {'an AR twin' if causal else 'a diffusion model'}; name the other checkpoint.")
-    return model, ckpt
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -392,7 +377,7 @@ def main(argv=None):
         parser.error(f"--out must end in .gif, not {gif.name!r}")
 
     path = Path(args.ckpt) if args.ckpt else OUT_DIR / args.dataset / "ckpt.pt"
-    model, ckpt = load(path, args.device, causal=False)
+    model, ckpt = load_or_exit(path, args.device, False, "name the diffusion checkpoint")
     itos = ckpt["itos"]
     mask_id, block_size = len(itos) - 1, model.config.block_size
     is_names = ckpt["config"].get("kind", "names" if itos[0] == "." else "text") == "names"
@@ -420,7 +405,7 @@ def main(argv=None):
     films = [film]
     if args.compare:
         ar_path = Path(args.ar_ckpt) if args.ar_ckpt else path.with_name("ckpt_ar.pt")
-        ar_model, ar_ckpt = load(ar_path, args.device, causal=True)
+        ar_model, ar_ckpt = load_or_exit(ar_path, args.device, True, "name the AR twin with --ar-ckpt")
         if ar_ckpt["itos"] != itos:
             sys.exit(f"error: {ar_path} was trained on another vocabulary than {path}; train both on one dataset.")
         films = same_length([film, ar_film(ar_model, n, L, mask_id, generator, args.temperature, pad_id,
