@@ -1,0 +1,451 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 3: a transformer denoiser in PyTorch, its autoregressive twin, and sampling in parallel
+#
+# This lesson walks through `torch_version/`: `diffusion.py` (the same loop as lessons 1 and 2,
+# with tensors), `model.py` (a transformer), `train.py` and `sample.py`. The diffusion loop does
+# not change; the denoiser becomes a transformer, and because the *same* transformer with a
+# causal mask is an ordinary autoregressive (AR) language model, we can finally answer the
+# question every diffusion LM has to answer: how does its likelihood compare?
+#
+# You will see:
+# 1. attention without a causal mask, and what each model can see;
+# 2. the transformer denoiser and its AR twin, trained on names, and their held-out losses;
+# 3. what parallel decoding loses, exactly, on a toy distribution with a perfect denoiser;
+# 4. why categorical sampling must not use float32 random numbers, demonstrated;
+# 5. infill, including infill of unknown length;
+# 6. how to run the full Shakespeare configuration on a GPU.
+#
+# As before, `LESSONS_FAST=1` shortens the training runs; the stored outputs are the full ones.
+
+# %%
+import inspect, math, os, sys, tempfile, time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "torch_version" / "train.py").is_file())
+sys.path.insert(0, str(ROOT))  # the repository root, so the tiers import as packages
+from torch_version import diffusion, model, sample, train
+
+FAST = os.environ.get("LESSONS_FAST") == "1"  # fewer training steps; every cell still runs
+plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (6, 3)})
+torch.manual_seed(1337)
+generator = torch.Generator().manual_seed(1337)  # every random draw below comes from here
+print("fast mode" if FAST else "full mode", f"- torch {torch.__version__}, device for training: "
+      f"{train.default_device()}, {torch.get_num_threads()} CPU thread(s)")
+
+# %% [markdown]
+# ## 1. Attention without a causal mask
+#
+# A transformer layer lets every position gather information from the others. Position $i$
+# sends a *query* $q_i$, every position $j$ offers a *key* $k_j$ and a *value* $v_j$; the
+# weight of $j$ in $i$'s summary is $\mathrm{softmax}_j(q_i \cdot k_j / \sqrt{d})$. A GPT adds
+# a **causal mask**: position $i$ may not look at $j > i$, because it is trained to predict
+# the next character and must not see it. The diffusion denoiser has no such rule: a masked
+# character is guessed from *both* sides, so it attends to the whole sequence.
+
+# %%
+T, d = 6, 8
+q, k = torch.randn(T, d), torch.randn(T, d)
+scores = q @ k.T / math.sqrt(d)  # (T, T): row i scores every position j
+causal = torch.tril(torch.ones(T, T, dtype=torch.bool))  # True where j <= i
+fig, axes = plt.subplots(1, 2, figsize=(7, 3))
+for ax, w, title in [(axes[0], scores.softmax(-1), "diffusion denoiser: no mask"),
+                     (axes[1], scores.masked_fill(~causal, float("-inf")).softmax(-1), "GPT: causal mask")]:
+    ax.imshow(w, cmap="Blues", vmin=0, vmax=1)
+    ax.set(title=title, xlabel="key position j", ylabel="query position i")
+plt.tight_layout(); plt.show()
+
+# %% [markdown]
+# In `model.py` the whole difference between the two models is one argument of
+# `torch.nn.functional.scaled_dot_product_attention`, `is_causal=config.causal`. Everything
+# else (embeddings, rotary positions, pre-norm blocks with RMSNorm, the MLP) is shared.
+#
+# ## 2. The transformer denoiser and its AR twin
+#
+# The denoiser reads $x_t$, `MASK`s included (so its input vocabulary has $V$ tokens), and
+# outputs $V - 1$ logits per position (never `MASK`). It is not told $t$. The AR twin reads
+# a start token followed by the name shifted right by one, and predicts each next character.
+# `train.py` builds both from the same `ModelConfig`; we train them with its own `train`
+# function and its default names configuration (4 layers, 4 heads, width 64), for 1,500 steps
+# each instead of the script's 4,000, to keep the lesson to a few minutes on a CPU.
+
+# %%
+data = train.load_dataset("names")  # vocabulary, training names, held-out names and their character counts
+itos, L, mask_id = data["itos"], data["block_size"], len(data["itos"]) - 1
+if FAST:  # evaluate on fewer held-out names: the per-step cost of training is unchanged
+    data["held"], data["n_chars"] = data["held"][:300], data["n_chars"][:300]
+out = tempfile.mkdtemp()  # checkpoints of this lesson's runs
+args = train.parse_args(["--out", out, "--quiet", "--max-iters", "40" if FAST else "1500",
+                         "--eval-interval", "20" if FAST else "250"])
+denoiser = model.Transformer(model.ModelConfig(vocab_size=len(itos), n_out=len(itos) - 1, block_size=L, n_embd=64))
+print(f"vocabulary {''.join(itos)!r}, block size {L}; {len(data['held'])} held-out names")
+print(f"denoiser: {denoiser.num_params():,} parameters; logits {tuple(denoiser(data['held'][:2]).shape)} for xt of shape (2, {L})")
+
+# %%
+results = {}
+for ar in [False, True]:
+    start = time.time()
+    result = train.train(args, data, ar)
+    result["nats"], result["se"] = train.final_evaluation(result, data, args)  # reloads the best checkpoint
+    results["AR twin" if ar else "diffusion"] = result
+    print(f"{result['name']}: best at step {result['best_step']}, held-out {'NLL' if ar else 'NELBO'} "
+          f"{result['nats']:.3f} +- {result['se']:.3f} nats/char ({time.time() - start:.0f} s)")
+print(f"ratio diffusion / AR: {results['diffusion']['nats'] / results['AR twin']['nats']:.3f}")
+
+# %%
+for name, r in results.items():
+    at, _, val, se = zip(*r["history"])  # (step, train loss, held-out loss, its standard error) per evaluation
+    plt.errorbar(at, val, yerr=se, marker="o", ms=3, capsize=2, label=f"{name} (held out)")
+plt.xlabel("training step"); plt.ylabel("nats per character"); plt.legend(); plt.show()
+
+# %% [markdown]
+# Both numbers are measured on the same held-out names and the same characters (each name's
+# letters plus its end), so they can be compared directly. The AR figure is an exact
+# $-\log p$; the diffusion figure is an upper bound on its own $-\log p$. At equal size and
+# budget the diffusion model's bound is higher: it has to be good at every order of revealing
+# the characters, the AR model only at left to right. Both were still improving at the end of
+# this short run. On longer runs a small AR model overfits the names within minutes while the
+# diffusion model is still improving (SPEC section 5), so each model is compared at its best
+# held-out checkpoint, which `train.final_evaluation` reloads.
+#
+# What does each model actually look at? Replace one input position by `MASK` and see which
+# output positions change. The denoiser's output at any position depends on every input
+# position. The AR twin's output at position $i$ depends only on its inputs $0 \dots i$, which
+# hold the start token and the characters *before* position $i$ (its input 0 is the start
+# token, itself a `MASK`, so changing it to `MASK` changes nothing).
+
+# %%
+x0 = data["held"][:64]
+fig, axes = plt.subplots(1, 2, figsize=(7, 3))
+for ax, (name, r) in zip(axes, results.items()):
+    net, inputs = r["model"].eval(), (diffusion.ar_inputs(x0, mask_id) if name == "AR twin" else x0)
+    with torch.no_grad():
+        base, influence = net(inputs), torch.zeros(L, L)
+        for j in range(L):  # blank input position j, measure the change of every output position
+            changed = net(inputs.index_fill(1, torch.tensor([j]), mask_id))
+            influence[:, j] = (changed - base).abs().amax(-1).mean(0)  # (L,) over output positions
+    ax.imshow(influence > 0, cmap="Greys", vmin=0, vmax=1)  # black: the output moved at all
+    ax.set(title=name, xlabel="input position changed", ylabel="output position")
+plt.tight_layout(); plt.show()
+
+# %% [markdown]
+# ## 3. Parallel decoding and what it loses
+#
+# A diffusion model can reveal many positions in one network call: that is its promise of fast
+# generation. The catch: positions revealed in the same step are drawn *independently*, each
+# from its own distribution given $x_t$. Any dependence between them is lost.
+#
+# The clearest way to see this is a toy distribution whose perfect denoiser we can write down.
+# Two strings of two letters, `ab` and `ba`, each with probability 1/2. The exact denoiser
+# looks at the visible letters, keeps the strings that agree with them, and returns each
+# position's distribution under those strings (the posterior marginals):
+
+# %%
+toy_strings, toy_q, TOY_MASK = torch.tensor([[0, 1], [1, 0]]), torch.tensor([0.5, 0.5], dtype=torch.float64), 2  # ab, ba; a=0, b=1
+
+
+def oracle(xt):
+    """The Bayes-optimal denoiser of the toy: xt (n, 2) -> logits (n, 2, 2) = log posterior marginals."""
+    agree = ((xt[:, None, :] == TOY_MASK) | (xt[:, None, :] == toy_strings)).all(-1)  # (n, strings)
+    posterior = agree * toy_q / (agree * toy_q).sum(1, keepdim=True)
+    return torch.einsum("ns,slv->nlv", posterior, torch.nn.functional.one_hot(toy_strings, 2).double()).log()
+
+
+nelbo = diffusion.estimate_nelbo(toy_strings, oracle, TOY_MASK, generator, draws=1)
+print(f"NELBO of the perfect denoiser: {nelbo.tolist()} nats; -log q = {(-toy_q.log()).tolist()}")
+
+# %% [markdown]
+# The bound is tight: with a perfect denoiser the NELBO *is* $-\log q(x_0)$. Now sample. With
+# one step, both letters are drawn at once from their marginals (each is `a` or `b` with
+# probability 1/2), so we get the *product of the marginals*: `aa` and `bb`, impossible
+# strings, half of the time. With $S$ steps of the ancestral sampler, each position is revealed
+# at a uniformly random step, so two positions share a step with probability $1/S$, and then
+# half of the outcomes are wrong: we expect a share $1/(2S)$ of impossible strings.
+
+# %%
+n = 20_000
+for S in [1, 2, 4, 16, 64]:
+    got = sample.sample_ancestral(oracle, n, 2, TOY_MASK, generator, steps=S).samples
+    counts = {"".join("ab"[i] for i in s): c for s, c in zip(*torch.unique(got, dim=0, return_counts=True))}
+    shares = {s: counts.get(s, 0) / n for s in ["ab", "ba", "aa", "bb"]}
+    print(f"steps={S:2}: " + ", ".join(f"{s} {p:.3f}" for s, p in shares.items())
+          + f"; impossible {shares['aa'] + shares['bb']:.4f} (expected {1 / (2 * S):.4f})")
+
+# %% [markdown]
+# This is exactly what the confidence and threshold samplers trade: fewer network calls for
+# more positions revealed per call, with the risk of revealing together letters that only make
+# sense jointly. A perfect denoiser with one reveal per step gives exact samples; the error comes
+# from the *sampler*, not the model.
+#
+# ## 4. The float32 sampling pitfall, demonstrated
+#
+# A categorical draw needs random numbers. A popular way is the Gumbel-max trick: add
+# $g = -\log(-\log u)$ with $u$ uniform to every log-probability and take the largest. In
+# float32, `torch.rand` returns multiples of $2^{-24}$, so $u \le 1 - 2^{-24}$ and $g$ can never
+# exceed $-\log(-\log(1 - 2^{-24})) \approx 16.6$. A token whose log-probability is about 17
+# nats behind the favourite can then *never* win: probabilities below roughly $10^{-7}$ are
+# silently rounded to zero.
+#
+# Is $10^{-7}$ too small to matter? Not in a diffusion sampler that folds the reveal decision
+# into the draw, as several public implementations do: each step draws between "stay masked"
+# and every token, with probabilities $1 - p_\text{unmask}$ and $p_\text{unmask} \cdot p(\text{token})$.
+# With 1,000 steps, $p_\text{unmask}$ is about $10^{-3}$ early on, so every token rarer than
+# about $10^{-4}$ is cut off. More steps, more truncation: samples look more "typical", and the
+# truncation flatters the perplexity a judge model gives them.
+#
+# We can watch it happen, with counts we can afford, if we give the uniforms fewer bits. The
+# cell below runs a two-way race, "stay" against one rare token of probability $p$, a million
+# times, with uniforms $u = k / 2^b$, $k = 1 \dots 2^b - 1$ (zero is left out, as
+# implementations do with a small epsilon, since $\log 0$ is undefined). With $b = 12$ bits the
+# rare token's noise is at most $-\log(-\log(1 - 2^{-12})) \approx 8.3$ and the favourite's is at
+# least $-\log(-\log 2^{-12}) \approx -2.1$: a token more than about 10.4 nats behind, $p$ below
+# about $3 \cdot 10^{-5}$, can never win.
+
+# %%
+def gumbel_race(p, n, bits):
+    """Share of n Gumbel-max draws won by a token of probability p against 'stay' (1 - p),
+    with uniforms on the grid k / 2**bits, k = 1 .. 2**bits - 1 (float32's torch.rand: bits = 24)."""
+    u = torch.randint(1, 2**bits, (n, 2), generator=generator, dtype=torch.float64) / 2**bits
+    g = -torch.log(-torch.log(u))  # (n, 2) Gumbel noise
+    logp = torch.tensor([math.log1p(-p), math.log(p)], dtype=torch.float64)
+    return ((logp + g).argmax(1) == 1).double().mean().item()
+
+
+n = 10**6 if FAST else 4 * 10**6
+for p in [1e-2, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5]:
+    print(f"p={p:.0e}: drawn {gumbel_race(p, n, 12):.2e} with 12-bit uniforms, {gumbel_race(p, n, 52):.2e} with 52-bit ones")
+
+# %% [markdown]
+# With 12-bit uniforms the rare token is drawn less and less often than it should be as $p$
+# falls, and never below the cliff; with 52-bit uniforms (float64) every probability comes out
+# right, within the noise of the count. float32 has the same cliff at about
+# $e^{-(16.6 + 2.8)} \approx 4 \cdot 10^{-9}$, with damage starting well above it: too rare to count
+# in a notebook, not too rare for a sampler that makes millions of draws per text. The torch
+# tier never uses float32 for a draw: it samples by inverse CDF on float64 uniforms.
+
+# %%
+print(inspect.getsource(sample.draw_from))
+
+# %% [markdown]
+# ## 5. Infill, and infill of unknown length
+#
+# A diffusion model fills blanks anywhere, not only at the end: fix the known characters, mask
+# the rest, and run any sampler. A prompt is simply a partly unmasked start. Here are names of
+# the form `ma__n` (two blanks), and names that start with `em`:
+
+# %%
+diff = results["diffusion"]["model"].eval()
+denoise = sample.make_denoiser(diff, "cpu")  # ids (n, L) -> float logits (n, L, V-1), no gradients
+stoi = {c: i for i, c in enumerate(itos)}
+for text in ["ma__n", "em" + "_" * (L - 2)]:
+    template = sample.encode_prompt(text, stoi, mask_id, blank="_")  # '_' marks a blank
+    xt = torch.full((12, L), 0)  # PAD after the template: the name ends where the template does
+    xt[:, :len(template)] = template
+    filled = sample.sample_ancestral(denoise, 12, L, mask_id, generator, steps=L, xt=xt).samples
+    print(f"{text:16} -> " + " ".join(diffusion.decode(s, itos).rstrip(".") for s in filled))
+
+# %% [markdown]
+# In `ma__n` the gap has exactly two letters. What if we do not know how long the gap is?
+# Try every length, fill each, and score every completed name by its NELBO per character
+# (an upper bound on its $-\log p$ per character); keep the best. `sample.fill_variable`
+# does this; here the gap between `ma` and `n` may hold 0 to 5 letters:
+
+# %%
+template = sample.encode_prompt("ma_n", stoi, mask_id, blank="_")
+fills, scores, tried, nfe = sample.fill_variable(denoise, template, [0, 1, 2, 3, 4, 5], 8, L, mask_id, generator,
+                                                 sample.sample_ancestral, pad_id=0, steps=L)
+for g, (samples_, per_char) in tried.items():
+    print(f"gap {g}: mean NELBO {per_char.mean():.2f} nats/char, e.g. "
+          + " ".join(diffusion.decode(s, itos).rstrip(".") for s in samples_[:5]))
+print("best per row:", " ".join(diffusion.decode(f, itos).rstrip(".") for f in fills), f"({nfe} network calls)")
+
+# %% [markdown]
+# ## 6. The full Shakespeare configuration, on a GPU
+#
+# Everything above runs on a laptop CPU. The same code trains nanoGPT's character-level
+# Shakespeare configuration (6 layers, 6 heads, width 384, windows of 256 characters) and its
+# AR twin, on the same data split (the first 90% of the text trains, the last 10% validates):
+#
+# ```bash
+# python3 torch_version/train.py --dataset shakespeare --both --compile   # diffusion, then the AR twin
+# python3 torch_version/sample.py --dataset shakespeare --chars 2000 --sampler threshold --tau 0.9
+# python3 torch_version/sample.py --dataset shakespeare --ar --chars 2000
+# ```
+#
+# On a GPU the run uses bf16 autocast and `torch.compile`. Why not on this CPU? Build the
+# model, time one training step on a real batch, and multiply:
+
+# %%
+text = train.load_dataset("shakespeare")  # 90% / 10% split, held-out windows of 256 characters
+S = train.SHAKESPEARE
+big = model.Transformer(model.ModelConfig(vocab_size=len(text["itos"]), n_out=len(text["itos"]) - 1, block_size=S["block_size"],
+                                          n_layer=S["n_layer"], n_head=S["n_head"], n_embd=S["n_embd"], dropout=S["dropout"]))
+print(f"{len(text['train']):,} training characters, {len(text['held'])} held-out windows; {big.num_params():,} parameters")
+batch = 2 if FAST else S["batch_size"]  # fast mode times a smaller batch
+x0 = train.get_batch(text, batch, generator)  # (batch, 256)
+start = time.time()
+train.diffusion_loss(big, x0, len(text["itos"]) - 1, generator, "k", "linear").backward()
+seconds = time.time() - start
+print(f"one step of {batch} windows: {seconds:.1f} s here; {S['max_iters']:,} steps of {S['batch_size']} would take "
+      f"about {seconds * S['batch_size'] / batch * S['max_iters'] / 3600:.0f} hours on this CPU")
+
+# %% [markdown]
+# **The figures it reaches are pending a GPU run**: this lesson was executed on a machine
+# without a GPU, and we do not quote numbers we have not measured. The repository's README
+# gives them, with the command and the machine, once the run is done.
+
+# %% [markdown]
+# ## Summary
+#
+# - The loop is the same as in lessons 1 and 2; the denoiser is a transformer whose attention
+#   has no causal mask. With the mask, the same backbone is the AR twin.
+# - Compared on the same held-out characters, at each model's best checkpoint, the diffusion
+#   bound is above the AR twin's exact loss at this size and budget.
+# - Revealing several positions in one call draws them independently: with a perfect denoiser,
+#   one step gives the product of the marginals; one reveal per step gives exact samples.
+# - Draw categorical samples with float64 uniforms (inverse CDF, or Gumbel in float64): float32
+#   silently removes rare tokens, more so with more sampling steps.
+# - Infill is free: fix known characters, mask the rest. For an unknown gap length, try each
+#   length and keep the completion with the best NELBO per character.
+#
+# ## Exercises
+#
+# Fill in a stub, run its check: `PASS`, `FAIL` (and why) or `not yet`. Reference solutions are
+# in collapsed cells at the end.
+
+# %%
+def check(name, answer, reference, strict=False, atol=1e-9):
+    """Prints PASS, FAIL (and why) or 'not yet'. Raises only when strict (the solutions use that)."""
+    reference = np.asarray(reference, dtype=float)
+    answer = None if answer is None else np.asarray(answer, dtype=float)
+    if answer is None:
+        verdict = "not yet (the stub still returns None)"
+    elif answer.shape != reference.shape:
+        verdict = f"FAIL, shape {answer.shape} but the reference has shape {reference.shape}"
+    elif not np.allclose(answer, reference, rtol=1e-6, atol=atol):  # float64 rounding is far below 1e-6
+        verdict = f"FAIL, largest difference {np.abs(answer - reference).max():.3g}"
+    else:
+        verdict = "PASS"
+    print(f"{name}: {verdict}")
+    assert verdict == "PASS" or not strict, f"{name} did not pass"
+
+
+# %% [markdown]
+# **Exercise 1: causal attention by hand.** Given scores `(T, T)`, return the attention weights
+# of a GPT: position $i$ gives weight 0 to every $j > i$, and each row sums to 1. The check
+# compares with `scaled_dot_product_attention(..., is_causal=True)` applied to identity values
+# (which returns the weights themselves).
+
+# %%
+def causal_weights(scores):
+    return None  # your code here
+
+
+ex_q, ex_k = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+reference = torch.nn.functional.scaled_dot_product_attention(ex_q[None], ex_k[None], torch.eye(5, dtype=torch.float64)[None], is_causal=True)[0]
+check("exercise 1, causal attention", causal_weights(ex_q @ ex_k.T / 2), reference)
+
+
+# %% [markdown]
+# **Exercise 2: the product of the marginals.** A toy distribution over three strings of
+# length 3 is given below. Compute the distribution of a one-step sampler with a perfect
+# denoiser, over all 8 strings of `{a, b}^3` (in the order of `all_strings`). The check
+# compares with the shares among 200,000 one-step samples drawn from the toy's oracle.
+
+# %%
+toy3, q3 = torch.tensor([[0, 0, 1], [0, 1, 1], [1, 1, 0]]), torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)  # aab, abb, bba
+all_strings = torch.cartesian_prod(*[torch.arange(2)] * 3)  # (8, 3): aaa, aab, ..., bbb
+
+
+def one_step_distribution(strings, q):
+    """(8,) probabilities of all_strings when each position is drawn from its own marginal under q."""
+    return None  # your code here
+
+
+def oracle3(xt):
+    """The toy's Bayes-optimal denoiser, as `oracle` above: xt (n, 3) -> logits (n, 3, 2)."""
+    agree = ((xt[:, None, :] == 2) | (xt[:, None, :] == toy3)).all(-1)
+    posterior = agree * q3 / (agree * q3).sum(1, keepdim=True)
+    return torch.einsum("ns,slv->nlv", posterior, torch.nn.functional.one_hot(toy3, 2).double()).log()
+
+
+drawn = sample.sample_ancestral(oracle3, 200_000, 3, 2, generator, steps=1).samples
+measured = (drawn[:, None, :] == all_strings).all(-1).double().mean(0)  # (8,) shares
+# A share from 200,000 draws has a standard error of at most sqrt(0.25 / 200,000) = 0.0011;
+# 0.005 is over 4 of them, so a right answer fails with odds below 1 in 10,000 per string.
+check("exercise 2, product of marginals", one_step_distribution(toy3, q3), measured, atol=0.005)
+
+
+# %% [markdown]
+# **Exercise 3: the Gumbel ceiling.** With uniforms that are multiples of $2^{-b}$, what is the
+# largest Gumbel value $-\log(-\log u)$ one can get? Return it for `bits` = 12, 24 and 53.
+# The check compares with the largest value over every uniform of a 16-bit grid, and, for 24
+# and 53 bits, with $-\log(-\log u)$ at the largest float32 and float64 number below 1.
+
+# %%
+def gumbel_ceiling(bits):
+    return None  # your code here
+
+
+grid16 = torch.arange(1, 2**16, dtype=torch.float64) / 2**16  # every 16-bit uniform but 0
+largest = [np.nextafter(np.float32(1), np.float32(0)), np.nextafter(1.0, 0.0)]  # 1 - 2**-24 and 1 - 2**-53
+ceilings = [(-torch.log(-torch.log(grid16))).max().item()] + [-math.log(-math.log(float(u))) for u in largest]
+answers = [gumbel_ceiling(b) for b in [16, 24, 53]]
+check("exercise 3, Gumbel ceiling", None if None in answers else answers, ceilings)
+
+
+# %% [markdown]
+# **Exercise 4: the AR twin's input.** The AR twin predicts `x0[:, l]` from `x0[:, :l]`. Build
+# its input: a start token (here `MASK`, id `mask_id`) followed by `x0` shifted right by one,
+# dropping the last position. The check compares with `diffusion.ar_inputs`.
+
+# %%
+def my_ar_inputs(x0, bos_id):
+    return None  # your code here
+
+
+check("exercise 4, AR inputs", my_ar_inputs(data["held"][:5], mask_id), diffusion.ar_inputs(data["held"][:5], mask_id))
+
+# %% [markdown]
+# ## Solutions
+#
+# Expand the hidden cells below. They run the same checks and stop with an error if a check
+# fails, so they double as a test that the checks above can pass.
+
+# %% jupyter={"source_hidden": true}
+def causal_weights_solution(scores):
+    T = scores.shape[-1]
+    return scores.masked_fill(~torch.tril(torch.ones(T, T, dtype=torch.bool)), float("-inf")).softmax(-1)
+
+
+def one_step_distribution_solution(strings, q):
+    onehot = torch.nn.functional.one_hot(strings, 2).double()  # (S, L, 2)
+    marginals = torch.einsum("s,slv->lv", q.double(), onehot)  # (L, 2): P(position l = v)
+    return marginals[torch.arange(3), all_strings].prod(1)  # independent positions
+
+
+def gumbel_ceiling_solution(bits):
+    return -math.log(-math.log(1 - 2.0**-bits))  # the largest uniform below 1 is 1 - 2**-bits
+
+
+def my_ar_inputs_solution(x0, bos_id):
+    return torch.cat([torch.full_like(x0[:, :1], bos_id), x0[:, :-1]], dim=1)
+
+
+check("solution 1", causal_weights_solution(ex_q @ ex_k.T / 2), reference, strict=True)
+check("solution 2", one_step_distribution_solution(toy3, q3), measured, strict=True, atol=0.005)
+check("solution 3", [gumbel_ceiling_solution(b) for b in [16, 24, 53]], ceilings, strict=True)
+check("solution 4", my_ar_inputs_solution(data["held"][:5], mask_id), diffusion.ar_inputs(data["held"][:5], mask_id), strict=True)
