@@ -9,7 +9,7 @@ on the same 3,204 held-out names, in nats per character counting one end-of-name
 
 With --ablations it also trains the diffusion model with one choice changed at a time (the
 positions, the activation, the training objective, dropout) and prints each one's NELBO: the
-measured reasons behind the defaults.
+measured reasons behind the defaults (about 5 minutes each).
 
     python3 torch_version/bench_names.py                 # about 10 minutes on 2 CPU cores
     python3 torch_version/bench_names.py --ablations     # and 4 more diffusion runs
@@ -24,15 +24,18 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
 from data.fetch import DatasetError  # noqa: E402
 from torch_version import train as T  # noqa: E402
 
 ABLATIONS = {  # one change at a time from the default diffusion config
-    "learned positions": ["--positions", "learned"],
+    "rotary positions only": ["--positions", "rope"],
+    "learned positions only": ["--positions", "learned"],
     "ReLU squared": ["--activation", "relu2"],
     "continuous-time loss": ["--objective", "time"],
-    "no dropout": ["--dropout", "0"],
+    "dropout 0.1": ["--dropout", "0.1"],
 }
 
 
@@ -55,6 +58,8 @@ def main(argv=None):
     ours, rest = parser.parse_known_args(argv)
     flags = ["--out", str(T.OUT_DIR / "bench_names")] + rest  # any train.py flag, e.g. --max-iters, --seed
     args = T.parse_args(flags)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         T.check_device(args.device)
         data = T.load_dataset(args.dataset, args.data_dir)

@@ -124,7 +124,9 @@ def nelbo_loss(logits, x0, mask, t, schedule=SCHEDULE):
 
 def nelbo_loss_k(logits, x0, mask, k):
     """The same per-token NELBO in the discrete form: (L / k) * summed NLL of the k masked
-    positions, / (B * L). Its expectation over k ~ U{1..L} equals nelbo_loss's over t."""
+    positions, / (B * L). Its expectation over k ~ U{1..L} equals nelbo_loss's over t.
+    Per sequence this is L times the mean NLL of its masked positions: a masked cross-entropy
+    averaged per sequence, with k uniform, is the NELBO; pooled over a batch it is not (SPEC 8)."""
     nll = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")  # (B, L)
     w = (x0.shape[1] / k).to(nll)[:, None] * mask
     return (w * nll).sum() / x0.numel()

@@ -357,6 +357,8 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                         help="auto: bf16 autocast on CUDA, float32 elsewhere")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on a GPU)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default, one per "
+                        "core; 1 is faster when other programs keep the cores busy)")
     parser.add_argument("--seed", type=int, default=1337, help="seed for weights, batches and masks")
     parser.add_argument("--out", help="checkpoint folder (default torch_version/out/<dataset>)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -371,9 +373,9 @@ def parse_args(argv=None):
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     if min(args.max_iters, args.eval_interval, args.eval_draws, args.final_draws, args.batch_size,
-           args.n_layer, args.n_head, args.n_embd) < 1 or args.samples < 0:
+           args.n_layer, args.n_head, args.n_embd) < 1 or args.samples < 0 or args.threads < 0:
         parser.error("--max-iters, --eval-interval, --eval-draws, --final-draws, --batch-size and the model "
-                     "sizes must be at least 1, --samples at least 0")
+                     "sizes must be at least 1, --samples and --threads at least 0")
     if not args.lr > 0 or not 0 <= args.dropout < 1 or args.weight_decay < 0 or not 0 <= args.ema < 1:
         parser.error("--lr must be above 0, --dropout and --ema in [0, 1), --weight-decay at least 0")
     if args.n_embd % args.n_head or (args.n_embd // args.n_head) % 2:
@@ -397,6 +399,8 @@ def check_device(device):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         check_device(args.device)
         data = load_dataset(args.dataset, args.data_dir)
