@@ -59,9 +59,9 @@ print(f"{len(train_words):,} training names, {len(held_words):,} held out; vocab
 #
 # Lesson 1's MLP had one hidden layer. Stacking more layers naively makes training *harder*,
 # not easier: the signal and its gradient have to pass through every layer, and they shrink or
-# blow up on the way. The pure tier uses the two fixes that every modern network uses:
+# blow up on the way. The pure tier uses the two fixes that deep networks rely on:
 #
-# - a **residual stream** $h$ (width 256). Each block *adds* its output to the stream,
+# - a **residual stream** $h$ (of width `N_EMBD`). Each block *adds* its output to the stream,
 #   $h \leftarrow h + W_2\,\mathrm{relu}(W_1\,\mathrm{LN}(h))$, so there is always a
 #   straight path from input to output, and the gradient flows back along it unchanged;
 # - **layer normalisation** $\mathrm{LN}$ at the input of each block (and before the output
@@ -223,10 +223,9 @@ plt.title("6 blocks, width 128: the same run with each fix switched off", fontsi
 # Read the plot and the numbers together (the figures quoted here are those of the full run
 # stored in this notebook). **The skip connections are what matter**: both networks without
 # them stall near 2.6-2.7 nats/char after about 100 steps, while both residual ones keep improving
-# to 2.34-2.42. Without the identity path every block must first learn to pass the signal on
-# before it can improve it, and the tier's initialisation, which keeps each block's
-# contribution small so that a *sum* of blocks stays well scaled, leaves a plain stack with a
-# signal that shrinks block after block.
+# to 2.34-2.42. Without the identity path, the input reaches the output only through six
+# nonlinear blocks, and the gradient must travel back through all of them; with it, every block
+# starts as a small correction to a straight path, and each one can be useful from the start.
 #
 # **Layer normalisation bought nothing measurable here**: the residual network without it is
 # even a little ahead (2.342 against 2.416, a difference of about three standard errors). At
@@ -373,6 +372,12 @@ for T in [0.5, 0.8, 1.0, 1.2, 1.5]:
     valid = [s.rstrip(".") for s in names if s.rstrip(".").isalpha()]
     print(f"T={T}: valid {m['valid']:5.1%}, copied {m['copied']:5.1%}, new {m['new']:5.1%}, "
           f"tv_length {m['tv_length']:.3f}, letter entropy {letter_entropy(valid):.3f}   e.g. {' '.join(valid[:5])}")
+
+# %% [markdown]
+# In the stored run, $T = 1$, the model itself, matches the real names best: the smallest length
+# distance (0.043) and a letter entropy equal to the data's (2.819 against 2.812). Lower
+# temperatures buy validity with copies (at $T = 0.5$ half the samples are training names);
+# higher ones buy novelty with nonsense.
 
 # %% [markdown]
 # ## 6. Confidence sampling against ancestral sampling

@@ -195,16 +195,19 @@ for S in [1, 2, 4, 16, 64]:
 # A categorical draw needs random numbers. A popular way is the Gumbel-max trick: add
 # $g = -\log(-\log u)$ with $u$ uniform to every log-probability and take the largest. In
 # float32, `torch.rand` returns multiples of $2^{-24}$, so $u \le 1 - 2^{-24}$ and $g$ can never
-# exceed $-\log(-\log(1 - 2^{-24})) \approx 16.6$. A token whose log-probability is about 17
-# nats behind the favourite can then *never* win: probabilities below roughly $10^{-7}$ are
-# silently rounded to zero.
+# exceed $-\log(-\log(1 - 2^{-24})) \approx 16.6$, while the favourite's noise is never below
+# $-\log(-\log 2^{-24}) \approx -2.8$. A token more than about $16.6 + 2.8 = 19.4$ nats behind
+# the favourite can then *never* win: probabilities below about $4 \cdot 10^{-9}$ are silently
+# rounded to zero, and, as we will compute, tokens a little more likely than that are drawn far
+# too rarely.
 #
-# Is $10^{-7}$ too small to matter? Not in a diffusion sampler that folds the reveal decision
-# into the draw, as several public implementations do: each step draws between "stay masked"
-# and every token, with probabilities $1 - p_\text{unmask}$ and $p_\text{unmask} \cdot p(\text{token})$.
-# With 1,000 steps, $p_\text{unmask}$ is about $10^{-3}$ early on, so every token rarer than
-# about $10^{-4}$ is cut off. More steps, more truncation: samples look more "typical", and the
-# truncation flatters the perplexity a judge model gives them.
+# Are such probabilities too small to matter? Not in a diffusion sampler that folds the reveal
+# decision into the draw, as several public implementations do: each step draws between "stay
+# masked" and every token, with probabilities $1 - p_\text{unmask}$ and
+# $p_\text{unmask} \cdot p(\text{token})$. With 1,000 steps, $p_\text{unmask}$ is about $10^{-3}$
+# early on, so a token of probability $10^{-4}$ enters the race at $10^{-7}$ at every step. More
+# steps, more truncation: samples look more "typical", and the truncation flatters the
+# perplexity a judge model gives them.
 #
 # We can watch it happen, with counts we can afford, if we give the uniforms fewer bits. The
 # cell below runs a two-way race, "stay" against one rare token of probability $p$, a million
@@ -231,10 +234,35 @@ for p in [1e-2, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5]:
 # %% [markdown]
 # With 12-bit uniforms the rare token is drawn less and less often than it should be as $p$
 # falls, and never below the cliff; with 52-bit uniforms (float64) every probability comes out
-# right, within the noise of the count. float32 has the same cliff at about
-# $e^{-(16.6 + 2.8)} \approx 4 \cdot 10^{-9}$, with damage starting well above it: too rare to count
-# in a notebook, not too rare for a sampler that makes millions of draws per text. The torch
-# tier never uses float32 for a draw: it samples by inverse CDF on float64 uniforms.
+# right, within the noise of the count.
+#
+# For float32 itself we would need billions of draws per probability, but we can do better
+# than count: go through every value float32's `torch.rand` can give the rare token's uniform,
+# and for each one work out the exact chance that the favourite's noise stays low enough. The
+# sum is the exact probability that a float32 Gumbel-max draw picks the rare token.
+
+# %%
+def float32_gumbel_win(p):
+    """Exact chance that a token of probability p <= 1e-6 beats 'stay' (1 - p) in a Gumbel-max draw
+    whose uniforms are float32's torch.rand values k / 2**24, k = 1 .. 2**24 - 1 (0 excluded, as above).
+    Only the rare token's 4M largest uniforms matter: the others give it noise below 1.3, never
+    enough to make up the 13.8 nats or more it is behind."""
+    N = 2**24
+    u = 1 - torch.arange(1, 2**22, dtype=torch.float64) / N  # the rare token's largest uniforms
+    c = -torch.log(-torch.log(u)) + math.log(p) - math.log1p(-p)  # it wins if the favourite's noise is below c
+    below = (torch.ceil(torch.exp(-torch.exp(-c)) * N) - 1).clamp(0, N - 1)  # favourite's uniforms giving noise < c
+    return (below.sum() / (N - 1) ** 2).item()
+
+
+for p in [1e-6, 1e-7, 3e-8, 1e-8, 3e-9]:
+    print(f"p={p:.0e}: a float32 Gumbel-max draw picks it with probability {float32_gumbel_win(p):.2e}, "
+          f"{float32_gumbel_win(p) / p:4.0%} of what it should")
+
+# %% [markdown]
+# Already at $10^{-7}$ the token is drawn about a quarter too rarely, at $10^{-8}$ almost never,
+# and below about $4 \cdot 10^{-9}$ never: too rare to count in a notebook, not too rare for a
+# sampler that makes millions of draws per text. The torch tier never uses float32 for a draw:
+# it samples by inverse CDF on float64 uniforms.
 
 # %%
 print(inspect.getsource(sample.draw_from))
@@ -273,6 +301,12 @@ for g, (samples_, per_char) in tried.items():
 print("best per row:", " ".join(diffusion.decode(f, itos).rstrip(".") for f in fills), f"({nfe} network calls)")
 
 # %% [markdown]
+# In the stored run, gaps of 2 to 4 letters score best (1.8-1.9 nats/char on average), the
+# empty gap (`man`) and the 5-letter gap worst. Each row keeps its own best length, so the
+# completions differ in length: the model, not the user, decided how long the gap was. Note
+# the cost: every candidate length is sampled and scored, 85 network calls for 8 names here.
+
+# %% [markdown]
 # ## 6. The full Shakespeare configuration, on a GPU
 #
 # Everything above runs on a laptop CPU. The same code trains nanoGPT's character-level
@@ -281,6 +315,7 @@ print("best per row:", " ".join(diffusion.decode(f, itos).rstrip(".") for f in f
 #
 # ```bash
 # python3 torch_version/train.py --dataset shakespeare --both --compile   # diffusion, then the AR twin
+# python3 torch_version/bench_shakespeare.py                              # tokens/s, MFU, NELBO beside AR
 # python3 torch_version/sample.py --dataset shakespeare --chars 2000 --sampler threshold --tau 0.9
 # python3 torch_version/sample.py --dataset shakespeare --ar --chars 2000
 # ```

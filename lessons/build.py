@@ -32,8 +32,9 @@ def lesson_names():
 
 
 def clean(nb):
-    """A copy of the notebook without volatile fields: execution counts, timing, kernel versions.
-    Cell ids come from the cell's own text, so regenerating an unchanged cell keeps its id."""
+    """A copy of the notebook without volatile fields: execution counts, timing, kernel versions,
+    the way a kernel happened to split printed text. Cell ids come from the cell's own text, so
+    regenerating an unchanged cell keeps its id."""
     nb = copy.deepcopy(nb)
     nb.metadata = {k: nb.metadata[k] for k in KEEP_NOTEBOOK_METADATA if k in nb.metadata}
     nb.metadata["language_info"] = {"name": "python"}  # enough for GitHub's syntax highlighting
@@ -45,9 +46,15 @@ def clean(nb):
         seen.add(cell.id)
         if cell.cell_type == "code":
             cell.execution_count = None
+            merged = []  # one stream output per run of prints: how a kernel splits them depends on timing
             for out in cell.outputs:
                 if "execution_count" in out:
                     out.execution_count = None
+                if merged and out.output_type == "stream" == merged[-1].output_type and out.name == merged[-1].name:
+                    merged[-1].text += out.text
+                else:
+                    merged.append(out)
+            cell.outputs = merged
     nb.nbformat, nb.nbformat_minor = 4, 5
     return nb
 
@@ -71,6 +78,10 @@ def execute(nb, fast, timeout=CELL_TIMEOUT):
     from nbclient import NotebookClient
     os.environ["LESSONS_FAST"] = "1" if fast else "0"
     os.environ.pop("MPLBACKEND", None)  # CI sets Agg; the stored notebooks need inline PNG figures
+    # One BLAS / OpenMP thread: the lessons' models are small, the numbers no longer depend on
+    # the machine's thread count, and on a busy 2-core machine two threads per process were
+    # 10x slower or worse (lesson 2's 600-step runs: 127-205 s against 9-16 s).
+    os.environ["OMP_NUM_THREADS"] = "1"
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(LESSONS)}}).execute()
     return nb

@@ -51,6 +51,8 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(name, monkeypatch):
     from nbclient import NotebookClient
     monkeypatch.setenv("LESSONS_FAST", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")  # figures are drawn but not encoded: faster, no display needed
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as lessons/build.py: small models, and on a busy 2-core
+    #                                            machine two threads per process ran these notebooks 3x slower
     nb = notebook(name)
     NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
                    resources={"metadata": {"path": str(LESSONS)}}).execute()  # raises on any failing cell
