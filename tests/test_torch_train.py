@@ -275,6 +275,24 @@ def test_resume_refuses_another_config_and_another_vocabulary(lines_file, tmp_pa
     assert message.startswith("error:") and "another vocabulary" in message
 
 
+def test_where_torch_compile_fails_training_goes_on_uncompiled_with_the_same_numbers(lines_file, tmp_path,
+                                                                                      monkeypatch, capsys):
+    flags = ["--dataset", str(lines_file), "--max-iters", "3", "--eval-interval", "3", "--dropout", "0.1"] + TINY_FLAGS
+    (plain,), _ = run_main(flags + ["--out", str(tmp_path / "a"), "--no-compile"])
+    assert "torch.compile" not in capsys.readouterr().err
+
+    def no_compiler(model, **kwargs):  # inductor without a C++ compiler: fails on the first call, after tracing
+        def fails(*args, **kwargs):
+            model(*args, **kwargs)  # runs the model first, dropout included: it draws from torch's RNG
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\n(long details)")
+        return fails
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    (fallback,), _ = run_main(flags + ["--out", str(tmp_path / "b"), "--compile"])
+    err = capsys.readouterr().err
+    assert "torch.compile does not work here (RuntimeError: InvalidCxxCompiler" in err and "long details" not in err
+    assert fallback["history"] == plain["history"]  # the failed attempt used its own batch and restored the RNG
+
+
 def test_same_seed_gives_the_same_losses_and_bf16_autocast_trains(lines_file, tmp_path):
     flags = ["--dataset", str(lines_file), "--max-iters", "4", "--eval-interval", "2"] + TINY_FLAGS
     (a,), _ = run_main(flags + ["--out", str(tmp_path / "a")])

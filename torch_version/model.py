@@ -17,7 +17,9 @@ already seen are kept in a cache, so each new token costs one position, not the 
                                                               # as the uncached forward
 
 Changes from pure: the denoiser is a transformer written with torch (autograd, not
-hand-written backprop), and the checkpoint format lives here.
+hand-written backprop). Where pure's MLP reads the whole flattened name at once, here every
+position reads the others through attention, so positions must be given explicitly (rotary
+and a learned table, see Transformer). The checkpoint format lives here too.
 """
 import os
 import tempfile
