@@ -289,7 +289,9 @@ plt.xlabel("k, number of masked positions"); plt.ylabel("nats per masked positio
 # A tempting shortcut is to report the plain average loss over masked positions (no $1/t$
 # weight, divided by the number of masks). It looks much better, but it is not a bound on
 # anything and cannot be compared with an autoregressive loss; it mostly rewards the many easy
-# `PAD` positions. Both numbers from the same predictions:
+# `PAD` positions. Both numbers from the same predictions (the second uses one random $t$ per
+# name, so it is noisier than the discrete-form figure above and may land a little either side
+# of it; the discrete form is the one to quote):
 
 # %%
 t = tm.sample_times(len(held_data), rng)
