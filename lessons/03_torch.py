@@ -139,8 +139,8 @@ plt.xlabel("training step"); plt.ylabel("nats per character"); plt.legend(); plt
 # diffusion model is still improving (SPEC section 5), so each model is compared at its best
 # held-out checkpoint, which `train.final_evaluation` reloads. The script's full default run
 # (`python3 torch_version/bench_names.py`: 3,500 steps each, about 4 minutes per model on two
-# cores) narrows the gap to 2.119 against 1.992 nats/char, 1.064x; the AR twin's best
-# checkpoint there is at step 2,500, after which it overfits.
+# cores) narrows the gap to 2.110 against 1.993 nats/char, 1.059x; the AR twin's best
+# checkpoint there is at step 3,000, after which it overfits.
 #
 # What does each model actually look at? Replace one input position by `MASK` and see which
 # output positions change. The denoiser's output at any position depends on every input
