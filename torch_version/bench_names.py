@@ -8,11 +8,11 @@ on the same 3,204 held-out names, in nats per character counting one end-of-name
 16 mask sizes of every name), the AR twin by its exact NLL.
 
 With --ablations it also trains the diffusion model with one choice changed at a time (the
-positions, the activation, the training objective, dropout) and prints each one's NELBO: the
-measured reasons behind the defaults (about 5 minutes each).
+positions, the activation, the training objective, dropout, the optimizer) and prints each
+one's NELBO: the measured reasons behind the defaults (about 5 minutes each).
 
     python3 torch_version/bench_names.py                 # about 10 minutes on 2 CPU cores
-    python3 torch_version/bench_names.py --ablations     # and 4 more diffusion runs
+    python3 torch_version/bench_names.py --ablations     # and 6 more diffusion runs
     python3 torch_version/bench_names.py --max-iters 500 # a shorter budget for both
 
 Changes from train.py --both: its own checkpoint folder (out/bench_names/), so the default
@@ -36,6 +36,7 @@ ABLATIONS = {  # one change at a time from the default diffusion config
     "ReLU squared": ["--activation", "relu2"],
     "continuous-time loss": ["--objective", "time"],
     "dropout 0.1": ["--dropout", "0.1"],
+    "AdamW only (no Muon)": ["--optimizer", "adamw"],
 }
 
 

@@ -2,7 +2,7 @@
 
 What it teaches: the diffusion loop of ../shared/SPEC.md (diffusion.py) inside the engineering
 of a real training codebase: a device picked for you, bf16 autocast and torch.compile on a GPU,
-AdamW with warm-up and cosine decay, gradient clipping, a held-out NELBO with its standard
+Muon or AdamW with warm-up and cosine decay, gradient clipping, a held-out NELBO with its standard
 error at intervals, the best checkpoint kept (atomically) and an exact --resume. The same
 backbone with causal attention and next-character loss (--ar) is the baseline that the
 diffusion NELBO is measured against, on the same held-out characters.
@@ -20,9 +20,10 @@ generators' states. sample.py reads them; --resume (same flags) continues from t
 and ends exactly where an uninterrupted run would have. A text file's MASK is '_' unless the
 text uses it (then a spare symbol, see diffusion.build_vocab); text has no PAD.
 
-Changes from pure: the denoiser is a transformer (model.py) trained by autograd and AdamW
-instead of hand-written backprop; the loss is the discrete (k-masked) form of the same NELBO
-by default (lower variance, see diffusion.py; --objective time for the continuous one);
+Changes from pure: the denoiser is a transformer (model.py) trained by autograd, not hand-written
+backprop, and by Muon (muon.py; AdamW for Shakespeare) instead of Adam; the loss is the discrete
+(k-masked) form of the same NELBO by default (lower variance, see diffusion.py; --objective time
+for the continuous one);
 held-out evaluation batches the L mask sizes; checkpoints, resume, devices, mixed precision,
 compilation, a second dataset (Shakespeare, or any text file) and the AR twin are new.
 """
@@ -42,6 +43,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` and `torch_version` import from any folder
 from data.fetch import DatasetError, load_names, load_text, split_names, split_text  # noqa: E402
 from torch_version import diffusion  # noqa: E402
+from torch_version.muon import MuonAdamW  # noqa: E402
 from torch_version.model import (CheckpointError, ModelConfig, Transformer,  # noqa: E402
                                  read_checkpoint, save_checkpoint)
 
@@ -58,8 +60,9 @@ N_EMBD = 32            # residual stream width: 52k parameters
 DROPOUT = 0.0          # in 5 minutes the denoiser does not overfit names (train loss >= held-out): no dropout
 BATCH_SIZE = 512       # names per step
 MAX_ITERS = 3500       # optimizer steps (about 70 ms each, compiled, on 2 cores)
-LEARNING_RATE = 1.5e-2 # peak AdamW step size, after warm-up (at batch 256: 1.2e-2 beat 6e-3 and 2.4e-2)
-WEIGHT_DECAY = 0.1     # AdamW decay of the weight matrices (not of norms); 0 and 0.3 did worse
+OPTIMIZER = "muon"     # Muon for the blocks' matrices, AdamW for the rest (muon.py); "adamw": AdamW for all
+LEARNING_RATE = 1.5e-2 # peak step size of both rules, after warm-up
+WEIGHT_DECAY = 0.1     # decoupled decay of the weight matrices (not of norms); 0 and 0.3 did worse
 EVAL_INTERVAL = 500    # steps between held-out evaluations
 EVAL_DRAWS = 4         # one-pass draws per held-out name at each evaluation (SPEC 4's L / k form)
 FINAL_DRAWS = 1        # mask sets per (name, k) for the final figure: the full discrete form
@@ -70,7 +73,8 @@ SHAKESPEARE = dict(
     block_size=256,                    # characters per window
     dropout=0.2,                       # 1M characters: still small enough to overfit
     batch_size=64, max_iters=5000,
-    lr=1e-3, eval_interval=250,
+    optimizer="adamw", lr=1e-3,        # nanoGPT's recipe; Muon is not measured on this config yet
+    eval_interval=250,
     eval_draws=4, final_draws=64,      # one-pass form over the 435 validation windows
     compile=False,                     # --compile on a GPU: bench_shakespeare.py measures it
 )
@@ -178,7 +182,8 @@ def lr_at(step, args):
 
 # ---------------------------------------------------------------- training
 def build(args, data, ar):
-    """The model (its config from the flags and the data) on args.device, and its AdamW optimizer."""
+    """The model (its config from the flags and the data) on args.device, and its optimizer: AdamW,
+    or Muon for the matrices inside the blocks and AdamW for embeddings, head and gains (muon.py)."""
     itos = data["itos"]
     config = ModelConfig(vocab_size=len(itos), n_out=len(itos) - 1, block_size=data["block_size"],
                          n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
@@ -187,9 +192,16 @@ def build(args, data, ar):
     model = Transformer(config).to(args.device)
     decay = [p for p in model.parameters() if p.dim() >= 2]  # weight matrices and embeddings decay; norms do not
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.99),
-                                  fused=args.device.startswith("cuda"))
+    if args.optimizer == "adamw":
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.99),
+                                      fused=args.device.startswith("cuda"))
+        return model, optimizer
+    matrices = [p for p in model.blocks.parameters() if p.dim() == 2]  # attention and MLP weights
+    others = [p for p in decay if id(p) not in set(map(id, matrices))]  # token and position tables, output head
+    optimizer = MuonAdamW([dict(params=matrices, muon=True, weight_decay=args.weight_decay),
+                           dict(params=others, weight_decay=args.weight_decay),
+                           dict(params=no_decay, weight_decay=0.0)], lr=args.lr, betas=(0.9, 0.99))
     return model, optimizer
 
 
@@ -247,7 +259,8 @@ def train(args, data, ar, say=print):
     generator = torch.Generator(device).manual_seed(args.seed)  # batches and masks
     step, best = 0, float("inf")
     train_config = dict(dataset=args.dataset, kind=data["kind"], ar=ar, objective=args.objective,
-                        schedule=args.schedule, batch_size=args.batch_size, lr=args.lr, max_iters=args.max_iters,
+                        schedule=args.schedule, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                        max_iters=args.max_iters,
                         weight_decay=args.weight_decay, seed=args.seed, mask_id=mask_id, pad_id=pad_id,
                         bos_id=mask_id)  # the AR twin's start token is MASK (diffusion.ar_inputs)
     # The EMA copy averages the weights over the last ~1 / (1 - decay) steps: it smooths the noise
@@ -264,6 +277,9 @@ def train(args, data, ar, say=print):
                                   f"use the same flags, or another --out to start afresh.")
         if ckpt["itos"] != itos:
             raise CheckpointError(f"{path} was trained on another vocabulary; resume it on the same dataset.")
+        if ckpt["config"].get("optimizer", "adamw") != args.optimizer:
+            raise CheckpointError(f"{path} was trained with --optimizer {ckpt['config'].get('optimizer', 'adamw')}; "
+                                  f"resume it with the same optimizer.")
         if (ema is not None) != ("model_raw" in ckpt):
             raise CheckpointError(f"{path} was trained {'without' if ema is not None else 'with'} --ema; "
                                   f"resume it with the same flags.")
@@ -383,7 +399,10 @@ def parse_args(argv=None):
     parser.add_argument("--n-head", type=int, help=f"attention heads (names: {N_HEAD})")
     parser.add_argument("--n-embd", type=int, help=f"residual width (names: {N_EMBD})")
     parser.add_argument("--dropout", type=float, help=f"dropout (names: {DROPOUT})")
-    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY, help="AdamW weight decay")
+    parser.add_argument("--optimizer", choices=["muon", "adamw"],
+                        help=f"muon: Muon for the blocks' matrices, AdamW for the rest; adamw: AdamW for all "
+                        f"(names: {OPTIMIZER})")
+    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY, help="decoupled weight decay")
     parser.add_argument("--ema", type=float, default=EMA, help="evaluate an EMA of the weights with this decay "
                         "(e.g. 0.999; 0: the weights themselves)")
     parser.add_argument("--positions", choices=["rope", "learned", "both"], default="both",
@@ -409,7 +428,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     preset = SHAKESPEARE if args.dataset == "shakespeare" else dict(
         n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD, dropout=DROPOUT, batch_size=BATCH_SIZE, max_iters=MAX_ITERS,
-        lr=LEARNING_RATE, eval_interval=EVAL_INTERVAL, eval_draws=EVAL_DRAWS, final_draws=FINAL_DRAWS,
+        optimizer=OPTIMIZER, lr=LEARNING_RATE, eval_interval=EVAL_INTERVAL, eval_draws=EVAL_DRAWS, final_draws=FINAL_DRAWS,
         compile=COMPILE if args.dataset == "names" else False)
     for key, value in preset.items():  # a flag wins over the dataset's preset
         if getattr(args, key, None) is None:
