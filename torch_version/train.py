@@ -198,7 +198,7 @@ def build(args, data, ar):
                                       fused=args.device.startswith("cuda"))
         return model, optimizer
     matrices = [p for p in model.blocks.parameters() if p.dim() == 2]  # attention and MLP weights
-    others = [p for p in decay if id(p) not in set(map(id, matrices))]  # token and position tables, output head
+    others = [p for name, p in model.named_parameters() if p.dim() >= 2 and not name.startswith("blocks.")]
     optimizer = MuonAdamW([dict(params=matrices, muon=True, weight_decay=args.weight_decay),
                            dict(params=others, weight_decay=args.weight_decay),
                            dict(params=no_decay, weight_decay=0.0)], lr=args.lr, betas=(0.9, 0.99))
@@ -277,9 +277,9 @@ def train(args, data, ar, say=print):
                                   f"use the same flags, or another --out to start afresh.")
         if ckpt["itos"] != itos:
             raise CheckpointError(f"{path} was trained on another vocabulary; resume it on the same dataset.")
-        if ckpt["config"].get("optimizer", "adamw") != args.optimizer:
-            raise CheckpointError(f"{path} was trained with --optimizer {ckpt['config'].get('optimizer', 'adamw')}; "
-                                  f"resume it with the same optimizer.")
+        trained_with = ckpt["config"].get("optimizer", "adamw")  # checkpoints older than --optimizer: AdamW
+        if trained_with != args.optimizer:
+            raise CheckpointError(f"{path} was trained with --optimizer {trained_with}; resume it with the same optimizer.")
         if (ema is not None) != ("model_raw" in ckpt):
             raise CheckpointError(f"{path} was trained {'without' if ema is not None else 'with'} --ema; "
                                   f"resume it with the same flags.")
