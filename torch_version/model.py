@@ -23,7 +23,8 @@ and a learned table, see Transformer). The checkpoint format lives here too.
 """
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -62,11 +63,12 @@ def rotary_tables(block_size, head_dim):
 
 
 def apply_rotary(x, cos, sin):
-    """Rotate each pair (x1, x2) of x (B, H, T, hs) by its position's angle (cos, sin: (T, hs/2)).
-    q . k then depends on the positions only through their difference: relative positions."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    return rotated.type_as(x)
+    """Rotate each pair (x1, x2) of x (..., T, hs) by its position's angle (cos, sin: (T, hs/2)).
+    q . k then depends on the positions only through their difference: relative positions.
+    The tables are cast to x's dtype, so under bf16 autocast the rotation runs in bf16 too."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 # ---------------------------------------------------------------- the block
@@ -81,10 +83,12 @@ class Attention(nn.Module):
 
     def forward(self, x, rotary, kv_cache=None, layer=0, start_pos=0):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, H, T, hs)
-        if rotary is not None:
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).transpose(1, 3)  # (B, H, 3, T, hs)
+        if rotary is not None:  # q and k turn together: one rotation of the (B, H, 2, T, hs) pair
+            qk = apply_rotary(qkv[:, :, :2], *rotary)
+            q, k, v = qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2]  # (B, H, T, hs) each
+        else:
+            q, k, v = qkv.unbind(2)
         is_causal, mask = self.causal, None
         if kv_cache is not None:  # append this step's keys and values, attend to everything so far
             end = start_pos + T
@@ -224,11 +228,56 @@ def save_checkpoint(path, **fields):
         raise
 
 
+def to_host(fields):
+    """A copy of `fields` (dicts, lists, tensors, plain values) with every tensor copied to the CPU:
+    the snapshot a checkpoint holds, independent of the training that goes on."""
+    if isinstance(fields, torch.Tensor):
+        return fields.detach().to("cpu", copy=True)
+    if isinstance(fields, dict):
+        return {key: to_host(value) for key, value in fields.items()}
+    if isinstance(fields, (list, tuple)):
+        return type(fields)(to_host(value) for value in fields)
+    return fields
+
+
+class CheckpointWriter:
+    """save_checkpoint in a background thread, so that training does not wait for the disk (the
+    Shakespeare config's checkpoint is 129 MB). save() takes the snapshot first (to_host), so the
+    file holds the weights of that step; one write at a time; wait() returns when the last one is
+    on disk, and raises its error, if any. The thread is not a daemon: a run stopped by Ctrl-C
+    still finishes the write it started."""
+
+    def __init__(self):
+        self.thread, self.error = None, None
+
+    def save(self, path, **fields):
+        self.wait()
+        snapshot = to_host(fields)
+        self.thread = threading.Thread(target=self._write, args=(path, snapshot), name="checkpoint")
+        self.thread.start()
+
+    def _write(self, path, fields):
+        try:
+            save_checkpoint(path, **fields)
+        except OSError as err:
+            self.error = CheckpointError(f"cannot write the checkpoint {path} ({err.strerror or err}); "
+                                         f"free some space or pick another --out.")
+
+    def wait(self):
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
 CHECKPOINT_KEYS = ("model", "optimizer", "model_args", "config", "itos", "step", "best_val_loss")
 
 
 def read_checkpoint(path, device="cpu"):
-    """The checkpoint dict, loaded with weights_only=True (no pickled code runs), or CheckpointError."""
+    """The checkpoint dict, loaded with weights_only=True (no pickled code runs), or CheckpointError.
+    Its tensors are mapped to `device`; the default, the CPU, lets a caller move only what it needs."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; train one first with torch_version/train.py.")
@@ -244,8 +293,9 @@ def read_checkpoint(path, device="cpu"):
 
 
 def load_checkpoint(path, device="cpu"):
-    """(model in eval mode on `device`, checkpoint dict)."""
-    ckpt = read_checkpoint(path, device)
+    """(model in eval mode on `device`, checkpoint dict on the CPU): only the weights move to the
+    device; the optimizer's moments, twice their size, stay on the host."""
+    ckpt = read_checkpoint(path)
     try:
         model = Transformer(ModelConfig(**ckpt["model_args"]))
         model.load_state_dict(ckpt["model"])
