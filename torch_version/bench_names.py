@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
 from data.fetch import DatasetError  # noqa: E402
-from torch_version import train as T  # noqa: E402
+from torch_version import devices, train as T  # noqa: E402
 
 ABLATIONS = {  # one change at a time from the default diffusion config
     "rotary positions only": ["--positions", "rope"],
@@ -61,9 +61,9 @@ def main(argv=None):
     args = T.parse_args(flags)
     if args.threads:
         torch.set_num_threads(args.threads)
+    devices.setup(args.device, args.deterministic)
     try:
-        T.check_device(args.device)
-        data = T.load_dataset(args.dataset, args.data_dir)
+        data = T.load_dataset(args.dataset, args.data_dir, args.device)  # on the device the models train on
     except DatasetError as err:
         sys.exit(f"error: {err}")
     print(f"{args.dataset}: {data['n_train']:,} training names, {len(data['held']):,} held out; "

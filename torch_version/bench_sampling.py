@@ -31,10 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` and `torch_version` import from any folder
 from data.fetch import DatasetError, load_text, split_text  # noqa: E402
-from torch_version.diffusion import ar_inputs, encode, log_softmax  # noqa: E402
+from torch_version import devices  # noqa: E402
+from torch_version.diffusion import ar_inputs, encode, host_nll  # noqa: E402
 from torch_version.model import CheckpointError, load_checkpoint  # noqa: E402
-from torch_version.sample import (autocast, default_device, device_problem, generate_ar,  # noqa: E402
-                                  make_denoiser, sample_ancestral, sample_confidence, sample_text, sample_threshold)
+from torch_version.sample import (checkpoint_precision, generate_ar, make_denoiser,  # noqa: E402
+                                  sample_ancestral, sample_confidence, sample_text, sample_threshold)
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 CHARS = 2000                      # characters per sample, as the figure asks
@@ -46,7 +47,7 @@ NFE_BUDGET, PPL_RATIO = 500, 1.2  # the figure: <= 500 NFE at <= 1.2x the AR twi
 
 # ---------------------------------------------------------------- scoring
 @torch.no_grad()
-def judge_nll(model, ids, bos_id, device):
+def judge_nll(model, ids, bos_id, device, dtype="float32"):
     """-log p(character | the text before it) under the AR twin, for every character of ids (N,),
     float64 (N,). Windows of block_size overlap by half, and each character is scored once, in the
     first window that holds it after its predecessors: from the second window on, every character
@@ -54,9 +55,9 @@ def judge_nll(model, ids, bos_id, device):
     L, N = model.config.block_size, len(ids)
     starts = [0] if N <= L else list(range(0, N - L, L // 2)) + [N - L]
     x0 = torch.stack([ids[s:s + L] for s in starts])  # (W, L)
-    with autocast(device):
+    with devices.autocast(device, dtype):
         logits = model(ar_inputs(x0, bos_id).to(device))  # (W, L, V-1)
-    nll = -log_softmax(logits.double(), dim=-1).gather(-1, x0.to(device)[..., None])[..., 0].cpu()
+    nll = host_nll(logits, x0)  # (W, L), float64 on the host
     out, done = torch.empty(N, dtype=torch.float64), 0
     for w, s in enumerate(starts):
         out[done:s + L] = nll[w, done - s:]
@@ -87,15 +88,14 @@ def settings(args):
     return out
 
 
-def measure(label, write, judge, vocab_size, samples, seed):
+def measure(label, write, judge, vocab_size, samples, seed, device="cpu"):
     """Run write(generator) -> (ids (N,), nfe) for `samples` seeds; score the texts together."""
     nfe, seconds, nll, texts = [], 0.0, [], []
     for i in range(samples):
         generator = torch.Generator().manual_seed(seed + i)
         start = time.time()
         ids, n = write(generator)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        devices.sync(device)
         seconds += time.time() - start
         nfe.append(n)
         nll.append(judge(ids))
@@ -169,7 +169,8 @@ def main(argv=None):
                         "(default: half a window)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of every setting (> 0)")
     parser.add_argument("--seed", type=int, default=1337, help="seed of the first text; the others follow")
-    parser.add_argument("--device", default=default_device(), help="cuda (the intended machine), cpu, mps")
+    parser.add_argument("--device", default=devices.default_device("shakespeare"),
+                        help="cuda (the intended machine), cpu, mps (default: the best found)")
     parser.add_argument("--data-dir", help="folder holding tiny_shakespeare.txt")
     parser.add_argument("--out", help="folder for sampling.png and bench_sampling.json (default: the checkpoint's)")
     args = parser.parse_args(argv)
@@ -177,7 +178,7 @@ def main(argv=None):
         parser.error("--chars, --samples and --steps must be at least 1 and --temperature above 0")
     if not all(0 < tau <= 1 for tau in args.taus):
         parser.error("every --taus value must be in (0, 1]")
-    if problem := device_problem(args.device):
+    if problem := devices.device_problem(args.device):
         parser.error(problem)
 
     ckpt_path, ar_path = Path(args.ckpt), Path(args.ckpt_ar)
@@ -204,8 +205,9 @@ def main(argv=None):
     except ValueError as err:
         sys.exit(f"error: the validation text does not fit the checkpoint's vocabulary ({err}).")
 
-    denoise = make_denoiser(model, args.device)
-    judge = lambda ids: judge_nll(twin, ids, bos_id, args.device)  # noqa: E731
+    dtype = checkpoint_precision(ckpt, args.device)
+    denoise = make_denoiser(model, args.device, dtype)
+    judge = lambda ids: judge_nll(twin, ids, bos_id, args.device, dtype)  # noqa: E731
     print(f"diffusion {model.num_params():,} parameters, AR twin {twin.num_params():,}; block size {block_size}, "
           f"{block_chars} new characters per block; {args.samples} x {args.chars:,} characters per setting "
           f"on {args.device}")
@@ -224,10 +226,10 @@ def main(argv=None):
 
     def write_ar(generator):
         ids, nfe = generate_ar(twin, torch.empty((1, 0), dtype=torch.long), args.chars, generator, bos_id,
-                               temperature=args.temperature, device=args.device)
+                               temperature=args.temperature, device=args.device, dtype=dtype)
         return ids[0], nfe
 
-    ar_row = measure("AR twin, KV cache", write_ar, judge, len(itos), args.samples, args.seed)
+    ar_row = measure("AR twin, KV cache", write_ar, judge, len(itos), args.samples, args.seed, args.device)
     show(ar_row, ar_row["judge_ppl"])
     n_data = min(len(val_ids), args.chars * args.samples)
     data_nll = torch.cat([judge(val_ids[s:s + args.chars]) for s in range(0, n_data, args.chars)])
@@ -242,7 +244,7 @@ def main(argv=None):
             ids, nfe, _ = sample_text(denoise, sampler, 1, args.chars, block_size, mask_id, generator,
                                       block_chars=block_chars, **kw)
             return ids[0], nfe
-        row = measure(label, write, judge, len(itos), args.samples, args.seed)
+        row = measure(label, write, judge, len(itos), args.samples, args.seed, args.device)
         row.update(sampler=name, param=param)
         rows.append(row)
         show(row, ar_row["judge_ppl"])
@@ -261,7 +263,7 @@ def main(argv=None):
         print(f"; no setting stayed within {NFE_BUDGET} NFE")
 
     payload = dict(command=" ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-                   device=args.device, chars=args.chars, samples=args.samples, block_chars=block_chars,
+                   device=devices.describe(args.device), precision=dtype, chars=args.chars, samples=args.samples, block_chars=block_chars,
                    temperature=args.temperature, ar=ar_row, data=data_row, diffusion=rows, figure_holds=holds)
     write_json(out_dir / "bench_sampling.json", payload)
     plot(rows, ar_row, data_row, out_dir / "sampling.png", args.chars)

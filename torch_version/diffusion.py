@@ -80,32 +80,35 @@ def weight(t, schedule=SCHEDULE):
     return (math.pi / 2) * torch.sin(math.pi * t / 2) / (1 - torch.cos(math.pi * t / 2))
 
 
+# The draws below come from a CPU generator (torch.Generator()) and are made on the host, in
+# float64 where it helps; only their results (masks, ids) move to x0's device. So the noise is
+# the same on every device, and a GPU without float64 (Apple's MPS) never sees one.
 def sample_times(batch_size, generator):
-    """Antithetic times: one uniform u per batch, spread evenly over (EPS, 1]. (B,) float64."""
-    u = torch.rand((), generator=generator, dtype=torch.float64, device=generator.device)
-    i = torch.arange(batch_size, dtype=torch.float64, device=generator.device)
+    """Antithetic times: one uniform u per batch, spread evenly over (EPS, 1]. (B,) float64, host."""
+    u = torch.rand((), generator=generator, dtype=torch.float64)
+    i = torch.arange(batch_size, dtype=torch.float64)
     return EPS + (1 - EPS) * ((u + i / batch_size) % 1)
 
 
 def corrupt(x0, t, mask_id, generator, schedule=SCHEDULE):
     """Mask each position independently with probability 1 - alpha(t). (B, L) -> (B, L), and the mask."""
-    u = torch.rand(x0.shape, generator=generator, dtype=torch.float64, device=generator.device).to(x0.device)
-    mask = u < (1 - alpha(t, schedule)).to(x0.device)[:, None]
+    u = torch.rand(x0.shape, generator=generator, dtype=torch.float64)  # host
+    mask = (u < (1 - alpha(t.cpu(), schedule))[:, None]).to(x0.device)
     return torch.where(mask, mask_id, x0), mask
 
 
 def sample_k(batch_size, L, generator):
     """The discrete form's 'time': how many of the L positions to mask, antithetic over the
-    batch like sample_times, so every k in 1..L appears about equally often. (B,) int64."""
-    u = torch.rand((), generator=generator, dtype=torch.float64, device=generator.device)
-    i = torch.arange(batch_size, dtype=torch.float64, device=generator.device)
+    batch like sample_times, so every k in 1..L appears about equally often. (B,) int64, host."""
+    u = torch.rand((), generator=generator, dtype=torch.float64)
+    i = torch.arange(batch_size, dtype=torch.float64)
     return 1 + ((u + i / batch_size) % 1 * L).long().clamp(max=L - 1)
 
 
 def corrupt_k(x0, k, mask_id, generator):
     """Mask exactly k[b] positions of row b, a uniformly random set. (B, L) -> (B, L), and the mask.
     The ranks of L uniforms are a random permutation; the k smallest ranks are the masked set."""
-    u = torch.rand(x0.shape, generator=generator, device=generator.device).to(x0.device)
+    u = torch.rand(x0.shape, generator=generator).to(x0.device)  # float32 uniforms; ranked on the device
     mask = u.argsort(-1).argsort(-1) < k.to(x0.device)[..., None]
     return torch.where(mask, mask_id, x0), mask
 
@@ -114,11 +117,26 @@ def corrupt_k(x0, k, mask_id, generator):
 log_softmax = F.log_softmax  # torch's, numerically the same as the minimal tier's
 
 
+def token_nll(logits, targets):
+    """-log p(target) at every position: logits (B, L, V), targets (B, L) -> (B, L); a target of -1
+    gives 0. Unreduced on purpose: CUDA's deterministic mode refuses the averaging form of this loss."""
+    return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none", ignore_index=-1)
+
+
+def host_nll(logits, targets):
+    """The same in float64 on the host, for evaluation: logits (B, L, V) on any device -> (B, L) CPU
+    float64. A held-out figure adds up millions of these; float64 keeps its sum exact to far below
+    the digits reported, and it exists on the host whatever the device (Apple's MPS has none)."""
+    logp = log_softmax(logits.cpu().double(), dim=-1)
+    targets = targets.cpu()
+    return torch.where(targets >= 0, -logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0], 0)
+
+
 def nelbo_loss(logits, x0, mask, t, schedule=SCHEDULE):
     """Per-token NELBO of a batch: sum of w(t) * NLL over masked positions / (B * L).
     (Autograd gives the gradient that minimal's nelbo_loss returns by hand.)"""
-    nll = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")  # (B, L)
-    w = weight(t, schedule).to(nll)[:, None] * mask  # only masked positions count; clean ones give 0
+    nll = token_nll(logits, x0)  # (B, L)
+    w = weight(t.cpu(), schedule).to(nll.dtype).to(nll.device)[:, None] * mask  # cast on the host; clean positions: 0
     return (w * nll).sum() / x0.numel()
 
 
@@ -127,8 +145,8 @@ def nelbo_loss_k(logits, x0, mask, k):
     positions, / (B * L). Its expectation over k ~ U{1..L} equals nelbo_loss's over t.
     Per sequence this is L times the mean NLL of its masked positions: a masked cross-entropy
     averaged per sequence, with k uniform, is the NELBO; pooled over a batch it is not (SPEC 8)."""
-    nll = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")  # (B, L)
-    w = (x0.shape[1] / k).to(nll)[:, None] * mask
+    nll = token_nll(logits, x0)  # (B, L)
+    w = (x0.shape[1] / k.to(nll.device))[:, None] * mask
     return (w * nll).sum() / x0.numel()
 
 
@@ -141,12 +159,12 @@ def estimate_nelbo(x0, denoise, mask_id, generator, draws=1, one_pass=False, bat
     one_pass=True: one k per sequence per draw (stratified over the set), weighted by L / k;
     the same expectation at 1/L of the cost, for long windows."""
     N, L = x0.shape
-    total = torch.zeros(N, dtype=torch.float64)
+    total = torch.zeros(N, dtype=torch.float64)  # host: float64 sums, whatever the device
     for _ in range(draws):
         if one_pass:
             rows = torch.arange(N)
-            k = sample_k(N, L, generator).cpu()
-            k = k[torch.randperm(N, generator=generator, device=generator.device).cpu()]  # no k tied to a row's place
+            k = sample_k(N, L, generator)
+            k = k[torch.randperm(N, generator=generator)]  # no k tied to a row's place
             scale = L / k.double()
         else:
             rows = torch.arange(N).repeat_interleave(L)  # every sequence L times ...
@@ -154,11 +172,10 @@ def estimate_nelbo(x0, denoise, mask_id, generator, draws=1, one_pass=False, bat
             scale = 1 / k.double()
         for start in range(0, len(rows), batch_size):
             r, kk = rows[start:start + batch_size], k[start:start + batch_size]
-            clean = x0[r]
+            clean = x0[r.to(x0.device)]
             xt, mask = corrupt_k(clean, kk, mask_id, generator)
-            logp = log_softmax(denoise(xt).double(), dim=-1)
-            nll = -logp.gather(-1, clean[..., None])[..., 0]  # (b, L)
-            per_row = torch.where(mask, nll, 0).sum(1).cpu() * scale[start:start + batch_size]  # clean positions: 0
+            nll = host_nll(denoise(xt), clean)  # (b, L)
+            per_row = torch.where(mask.cpu(), nll, 0).sum(1) * scale[start:start + batch_size]  # clean positions: 0
             total.index_add_(0, r, per_row)
     return total / draws
 
@@ -194,8 +211,6 @@ def ar_nll(x0, model_fn, bos_id, pad_id=None, batch_size=4096):
     total = []
     for start in range(0, len(x0), batch_size):
         clean = x0[start:start + batch_size]
-        targets = ar_targets(clean, pad_id)
-        logp = log_softmax(model_fn(ar_inputs(clean, bos_id)).double(), dim=-1)
-        nll = torch.where(targets >= 0, -logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0], 0)
-        total.append(nll.sum(1).cpu())
+        nll = host_nll(model_fn(ar_inputs(clean, bos_id)), ar_targets(clean, pad_id))  # (b, L); ignored: 0
+        total.append(nll.sum(1))
     return torch.cat(total)

@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_versio
 from data.fetch import DatasetError  # noqa: E402
 from pure.train_pure import sample_metrics  # noqa: E402
 from torch_version import diffusion  # noqa: E402
-from torch_version.sample import (SAMPLERS, autocast, default_device, generate_ar, load_or_exit,  # noqa: E402
+from torch_version import devices  # noqa: E402
+from torch_version.sample import (SAMPLERS, checkpoint_precision, generate_ar, load_or_exit,  # noqa: E402
                                   make_denoiser)
 from torch_version.train import FINAL_DRAWS, SHAKESPEARE, evaluate, load_dataset  # noqa: E402
 
@@ -273,7 +274,7 @@ def main(argv=None):
     parser.add_argument("--out", help="folder for report.json, report.md and quality_vs_nfe.png "
                         "(default: the checkpoint's folder)")
     parser.add_argument("--seed", type=int, default=1337, help="seed for every random draw")
-    parser.add_argument("--device", default=default_device(), help="cpu, cuda, mps")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cpu for names, else the best found)")
     parser.add_argument("--data-dir", help="folder holding names.txt / tiny_shakespeare.txt")
     args = parser.parse_args(argv)
     if (args.samples is not None and args.samples < 2) or (args.draws is not None and args.draws < 1):
@@ -284,6 +285,8 @@ def main(argv=None):
     path = Path(args.checkpoint)
     judge_path = Path(args.judge) if args.judge else path.with_name("ckpt_ar.pt")
     model, ckpt = load_or_exit(path, args.device, False, "give the diffusion checkpoint there")
+    args.device = args.device or devices.default_device(ckpt["config"].get("dataset", "names"))
+    model.to(args.device)
     judge_model, judge_ckpt = load_or_exit(judge_path, args.device, True, "give the AR twin with --judge")
     if judge_ckpt["itos"] != ckpt["itos"]:
         sys.exit(f"error: the judge {judge_path} was trained on another vocabulary than {path}; "
@@ -293,13 +296,14 @@ def main(argv=None):
     except ValueError as err:
         parser.error(str(err))
     try:
-        data = load_dataset(ckpt["config"]["dataset"], args.data_dir)
+        data = load_dataset(ckpt["config"]["dataset"], args.data_dir, args.device)
     except DatasetError as err:
         sys.exit(f"error: {err}")
     if data["itos"] != ckpt["itos"]:
         sys.exit(f"error: {path} was trained on another vocabulary than {ckpt['config']['dataset']} has now.")
     try:
-        report = run(args, model, judge_model, data, cells, ckpt["config"].get("schedule", "linear"))
+        report = run(args, model, judge_model, data, cells, ckpt["config"].get("schedule", "linear"),
+                     checkpoint_precision(ckpt, args.device))
     except ValueError as err:
         sys.exit(f"error: {err}")
     report.update(checkpoint=str(path), judge_checkpoint=str(judge_path), step=ckpt["step"],
@@ -319,20 +323,20 @@ def words_of(ids, itos):
     return ["".join(itos[i] for i in row).rstrip(itos[0]) for row in ids.tolist()]
 
 
-def run(args, model, judge_model, data, cells, schedule="linear"):
+def run(args, model, judge_model, data, cells, schedule="linear", dtype="float32"):
     """The held-out NELBO, then the grid, the AR twin and real data, all scored alike. The report as a dict."""
     itos, kind, L = data["itos"], data["kind"], data["block_size"]
     mask_id, pad_id, names = len(itos) - 1, (0 if kind == "names" else None), kind == "names"
     n = args.samples or (SAMPLES if names else TEXT_SAMPLES)
     draws = args.draws or (FINAL_DRAWS if names else SHAKESPEARE["final_draws"])
-    data = dict(data, held=data["held"].to(args.device))
+    autocast = devices.autocast(args.device, dtype)  # the training run's precision: the same figure
     print(f"diffusion model: {model.num_params():,} parameters; judge: {judge_model.num_params():,}")
 
     start = time.time()  # train.py's evaluate, so the figure is the one training reports
     one_pass = not names  # as train.py's final figure: names get all L mask sizes, windows one k per draw
-    nats, se = evaluate(model, data, ar=False, draws=draws, one_pass=one_pass, autocast=autocast(args.device),
+    nats, se = evaluate(model, data, ar=False, draws=draws, one_pass=one_pass, autocast=autocast,
                         mask_id=mask_id, pad_id=pad_id)
-    ar_nats, ar_se = evaluate(judge_model, data, ar=True, draws=1, one_pass=False, autocast=autocast(args.device),
+    ar_nats, ar_se = evaluate(judge_model, data, ar=True, draws=1, one_pass=False, autocast=autocast,
                               mask_id=mask_id, pad_id=pad_id)
     model.eval(), judge_model.eval()  # evaluate() leaves them in training mode: dropout would be on
     print(f"held-out NELBO: {nats:.4f} nats/char ({nats / math.log(2):.4f} bits/char) +- {se:.4f} "
@@ -350,17 +354,17 @@ def run(args, model, judge_model, data, cells, schedule="linear"):
     else:
         train_words = real_words = None
         data_entropy = unigram_entropy(data["train"].cpu())
-    judge = make_denoiser(judge_model, args.device)
+    judge = make_denoiser(judge_model, args.device, dtype)
     scorer = lambda ids: score(ids, judge, mask_id, itos, pad_id, train_words, real_words)  # noqa: E731
     print(f"{n} samples per row; unigram entropy of the training data: {data_entropy:.3f} bits")
     print(table_header(kind))
     generator = torch.Generator().manual_seed(args.seed)
-    rows = run_grid(cells, make_denoiser(model, args.device), n, L, mask_id, generator,
+    rows = run_grid(cells, make_denoiser(model, args.device, dtype), n, L, mask_id, generator,
                     schedule, args.temperature, scorer)
 
     start = time.time()  # the AR twin, one network call per character (a name stops at its end)
     ids, _ = generate_ar(judge_model, torch.empty((n, 0), dtype=torch.long), L, generator, mask_id,
-                         temperature=args.temperature, stop_id=pad_id, device=args.device)
+                         temperature=args.temperature, stop_id=pad_id, device=args.device, dtype=dtype)
     seconds = time.time() - start
     nfe = (diffusion.ar_targets(ids, pad_id) >= 0).sum(1).double()  # names: letters + end; text: L
     rows.append(dict(sampler="AR twin", setting="KV cache", nfe=nfe.mean().item(), batch_nfe=int(nfe.max()),
@@ -375,8 +379,8 @@ def run(args, model, judge_model, data, cells, schedule="linear"):
 
 
 def machine(device):
-    if str(device).startswith("cuda"):
-        where = torch.cuda.get_device_name(device)
+    if devices.kind(device) == "cuda":
+        where = devices.describe(device)
     else:
         where = f"{os.cpu_count()}-core {platform.machine()} CPU"
     return f"{where}, torch {torch.__version__}"

@@ -29,7 +29,6 @@ with a KV cache. Every draw is still an inverse CDF on float64 uniforms (SPEC 6)
 import argparse
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
+from torch_version import devices  # noqa: E402
 from torch_version.diffusion import alpha, decode, estimate_nelbo  # noqa: E402
 from torch_version.model import CheckpointError, load_checkpoint  # noqa: E402
 
@@ -52,7 +52,7 @@ NELBO_DRAWS = 4        # variable-length infill: mask sets per (sequence, k) whe
 def probabilities(logits, temperature=1.0, top_k=None, top_p=None):
     """softmax(logits / T) in float64 (..., V), optionally truncated to the top_k tokens or to
     the smallest set holding top_p of the mass (nucleus), and renormalised."""
-    logits = logits.double().cpu() / temperature
+    logits = logits.cpu().double() / temperature  # float64 on the host only (MPS has none)
     if top_k:  # keep the k largest logits; ties at the k-th value all stay
         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -294,25 +294,26 @@ def sample_text(denoise, sampler, n, n_chars, block_size, mask_id, generator, pr
 # ---------------------------------------------------------------- the AR twin, with a KV cache
 @torch.no_grad()
 def generate_ar(model, prefix, n_new, generator, bos_id, temperature=1.0, top_k=None, top_p=None,
-                kv_cache=True, stop_id=None, device="cpu"):
+                kv_cache=True, stop_id=None, device="cpu", dtype="float32"):
     """Append n_new tokens to prefix (n, P), one network call each. The twin reads a start token
     (bos_id, as in training: diffusion.ar_inputs) then the window of text; when start + window
     would pass block_size, the window restarts from the last block_size // 2 tokens. With
     kv_cache, keys and values of the window are kept and only the new token goes through the
     network; the contexts are the same as without it, so the samples are too.
-    stop_id (names: PAD) ends a row; generation stops when every row has ended.
+    stop_id (names: PAD) ends a row; generation stops when every row has ended. dtype: 'bfloat16'
+    runs the network under bf16 autocast, with a bf16 cache (the keys and values are bf16 there).
     Returns (ids (n, P + n_new), NFE)."""
     n, block_size = prefix.shape[0], model.config.block_size
     out, start, cached, cache, nfe = prefix.clone(), 0, 0, None, 0
     bos = torch.full((n, 1), bos_id, dtype=torch.long)
-    with autocast(device):
+    with devices.autocast(device, dtype):
         for _ in range(n_new):
             if 1 + out.shape[1] - start > block_size:  # the start token and the window no longer fit
                 start, cached = out.shape[1] - block_size // 2, 0  # slide; the cache is rebuilt
             window = torch.cat([bos, out[:, start:]], dim=1)  # (n, 1 + W)
             if kv_cache:
                 if cache is None:
-                    cache = model.new_kv_cache(n, device)
+                    cache = model.new_kv_cache(n, device, devices.torch_dtype(dtype))
                 logits = model(window[:, cached:].to(device), kv_cache=cache, start_pos=cached)[:, -1]
                 cached = window.shape[1]
             else:
@@ -329,40 +330,34 @@ def generate_ar(model, prefix, n_new, generator, bos_id, temperature=1.0, top_k=
 
 
 # ---------------------------------------------------------------- putting it together
-def autocast(device):
-    """bf16 matrix products on CUDA, as in training; full float32 elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if str(device).startswith("cuda") else nullcontext()
-
-
-def make_denoiser(model, device):
-    """The model as a sampler's denoiser: CPU ids (n, L) -> CPU float logits (n, L, V-1)."""
+def make_denoiser(model, device, dtype="float32"):
+    """The model as a sampler's denoiser: CPU ids (n, L) -> CPU float logits (n, L, V-1), run on
+    `device` in the precision `dtype` (devices.precision)."""
     @torch.no_grad()
     def denoise(xt):
-        with autocast(device):
+        with devices.autocast(device, dtype):
             return model(xt.to(device)).float().cpu()
     return denoise
 
 
-def default_device():
-    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-
-
-def device_problem(device):
-    """None if tensors can live on `device`, else one sentence saying why not."""
+def checkpoint_precision(ckpt, device):
+    """The precision a checkpoint was trained in, where `device` has it, else float32: scores and
+    samples then match the training run's own (checkpoints older than this field: 'auto')."""
     try:
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError) as err:  # no such device, or a torch built without it
-        return f"cannot use --device {device!r} ({str(err).strip().splitlines()[0]}); try --device cpu."
-    return None
+        return devices.precision(device, ckpt["config"].get("dtype", "auto"))
+    except ValueError:  # trained in bf16 on a GPU that has it; this one does not
+        return "float32"
 
 
 def load_or_exit(path, device, causal, hint):
     """(model, checkpoint) from a checkpoint of the expected kind (AR twin if causal), or one
-    sentence and exit 1; `hint` says what to do when the kind is wrong."""
-    if problem := device_problem(device):
+    sentence and exit 1; `hint` says what to do when the kind is wrong. The model is put on
+    `device`; device None leaves it on the CPU, for the caller to place once the checkpoint's
+    dataset has picked the default device (devices.default_device)."""
+    if device is not None and (problem := devices.device_problem(device)):
         sys.exit(f"error: {problem}")
     try:
-        model, ckpt = load_checkpoint(path, device)
+        model, ckpt = load_checkpoint(path, device or "cpu")
     except CheckpointError as err:
         sys.exit(f"error: {err}")
     if model.config.causal != causal:
@@ -405,7 +400,7 @@ def main(argv=None):
     parser.add_argument("--ar", action="store_true", help="sample from the autoregressive twin instead")
     parser.add_argument("--no-kv-cache", action="store_true", help="AR: recompute the whole window every token")
     parser.add_argument("--seed", type=int, default=1337, help="seed for every random draw")
-    parser.add_argument("--device", default=default_device(), help="cpu, cuda, mps")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cpu for names, else the best found)")
     parser.add_argument("--quiet", action="store_true", help="print only the samples and the cost line")
     args = parser.parse_args(argv)
     if not args.temperature > 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
@@ -423,12 +418,14 @@ def main(argv=None):
     except ValueError:
         parser.error(f"--infill-lengths must look like 2-8 (lengths from 0 up), not {args.infill_lengths!r}")
 
-    if problem := device_problem(args.device):
+    if args.device and (problem := devices.device_problem(args.device)):
         parser.error(problem)
 
     path = Path(args.ckpt or OUT_DIR / Path(args.dataset).stem / ("ckpt_ar.pt" if args.ar else "ckpt.pt"))
     model, ckpt = load_or_exit(path, args.device, args.ar,
                                f"{'add' if not args.ar else 'drop'} --ar or pick the other checkpoint")
+    args.device = args.device or devices.default_device(ckpt["config"].get("dataset", "names"))
+    model.to(args.device)
     try:
         run(args, model, ckpt, lengths)
     except ValueError as err:  # bad prompts, templates and step counts: one sentence each
@@ -452,7 +449,8 @@ def run(args, model, ckpt, lengths):
     if not args.quiet:
         print(f"{'AR twin' if args.ar else 'diffusion model'}: {model.num_params():,} parameters, "
               f"block size {block_size}, trained {ckpt['step']} steps; sampling on {args.device}")
-    denoise = make_denoiser(model, args.device)
+    dtype = checkpoint_precision(ckpt, args.device)
+    denoise = make_denoiser(model, args.device, dtype)
 
     def pick_sampler(masked):  # the sampler and its arguments; steps default to one per position
         if args.sampler == "threshold":
@@ -463,7 +461,7 @@ def run(args, model, ckpt, lengths):
     if args.ar:  # ---------------------------------------------------- the AR twin, one token per call
         new = block_size - len(prompt) if is_names else args.chars
         ids, nfe = generate_ar(model, prompt.expand(n, -1), new, generator, config.get("bos_id", mask_id), **kw,
-                               kv_cache=not args.no_kv_cache, stop_id=pad_id, device=args.device)
+                               kv_cache=not args.no_kv_cache, stop_id=pad_id, device=args.device, dtype=dtype)
         n_new = n * new
     elif args.infill is not None:  # ------------------------------------------------ fill a template
         blank = args.blank or itos[mask_id]

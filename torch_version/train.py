@@ -1,7 +1,8 @@
 """Train the torch tier: a transformer denoiser, or its autoregressive twin, on names or text.
 
 What it teaches: the diffusion loop of ../shared/SPEC.md (diffusion.py) inside the engineering
-of a real training codebase: a device picked for you, bf16 autocast and torch.compile on a GPU,
+of a real training codebase: a device picked for you (devices.py), bf16 autocast where the GPU
+has it, torch.compile,
 Muon or AdamW with warm-up and cosine decay, gradient clipping, a held-out NELBO with its standard
 error at intervals, the best checkpoint kept (atomically) and an exact --resume. The same
 backbone with causal attention and next-character loss (--ar) is the baseline that the
@@ -11,6 +12,7 @@ diffusion NELBO is measured against, on the same held-out characters.
     python3 torch_version/train.py --ar                     # the AR twin, same budget
     python3 torch_version/train.py --both                   # both, then their losses side by side
     python3 torch_version/train.py --dataset shakespeare    # 6 layers, 10.7M parameters: a GPU job
+    python3 torch_version/train.py --device mps             # names on an Apple GPU (default: the CPU)
     python3 torch_version/train.py --dataset my_lines.txt   # any UTF-8 file (one item per line, or prose)
     python3 torch_version/train.py --resume                 # continue out/<dataset>/ckpt.pt exactly
 
@@ -32,20 +34,18 @@ import copy
 import math
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` and `torch_version` import from any folder
 from data.fetch import DatasetError, load_names, load_text, split_names, split_text  # noqa: E402
-from torch_version import diffusion  # noqa: E402
+from torch_version import devices, diffusion  # noqa: E402
 from torch_version.muon import MuonAdamW  # noqa: E402
-from torch_version.model import (CheckpointError, ModelConfig, Transformer,  # noqa: E402
-                                 read_checkpoint, save_checkpoint)
+from torch_version.model import (CheckpointError, CheckpointWriter, ModelConfig,  # noqa: E402
+                                 Transformer, read_checkpoint)
 
 OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints go to out/<dataset>/
 # names (the default): sized for about 5 minutes on a 2-core CPU. The transformer learns at
@@ -67,6 +67,8 @@ EVAL_INTERVAL = 500    # steps between held-out evaluations
 EVAL_DRAWS = 4         # one-pass draws per held-out name at each evaluation (SPEC 4's L / k form)
 FINAL_DRAWS = 1        # mask sets per (name, k) for the final figure: the full discrete form
 COMPILE = True         # torch.compile the training step (falls back to uncompiled where it fails)
+# Randomness: batches, times and masks come from one CPU generator seeded with --seed, on every
+# device (devices.py), so a run on a GPU sees the same names and masks as on the CPU.
 # --dataset shakespeare: nanoGPT's shakespeare-char size, a GPU job
 SHAKESPEARE = dict(
     n_layer=6, n_head=6, n_embd=384,   # about 10.7M parameters
@@ -76,7 +78,7 @@ SHAKESPEARE = dict(
     optimizer="adamw", lr=1e-3,        # nanoGPT's recipe; Muon is not measured on this config yet
     eval_interval=250,
     eval_draws=4, final_draws=64,      # one-pass form over the 435 validation windows
-    compile=False,                     # --compile on a GPU: bench_shakespeare.py measures it
+    compile=None,                      # None: on with CUDA (about half the time per step), else off
 )
 TEXT_BLOCK_SIZE = 256  # window of a free-running text file (--dataset PATH)
 MAX_ITEM_LEN = 64      # a PATH whose lines are all non-empty and at most this long is a list of items
@@ -89,9 +91,10 @@ SAMPLES = 20           # names sampled at the end of a run
 
 
 # ---------------------------------------------------------------- data
-def load_dataset(name, data_dir=None):
+def load_dataset(name, data_dir=None, device="cpu"):
     """names, shakespeare or a PATH -> dict with the vocabulary, training data, held-out
-    sequences (N, L) and their character counts (len + 1 for names, L for text windows)."""
+    sequences (N, L) and their character counts (len + 1 for names, L for text windows). The
+    training data and the held-out sequences are put on `device`, where the model will be."""
     if name == "names":
         kind, items = "names", load_names(data_dir)
     elif name == "shakespeare":
@@ -124,16 +127,17 @@ def load_dataset(name, data_dir=None):
         val = diffusion.encode(val_text, stoi)
         held = val[: len(val) // block_size * block_size].view(-1, block_size)  # non-overlapping windows
         n_chars = torch.full((len(held),), block_size)
-    return dict(kind=kind, stoi=stoi, itos=itos, block_size=block_size, train=train, held=held, n_chars=n_chars,
-                n_train=len(train_items) if kind == "names" else len(train))
+    return dict(kind=kind, stoi=stoi, itos=itos, block_size=block_size, train=train.to(device),
+                held=held.to(device), n_chars=n_chars, n_train=len(train_items) if kind == "names" else len(train))
 
 
 def get_batch(data, batch_size, generator):
-    """x0 (B, L): random training names, or random windows of the training text."""
+    """x0 (B, L) on the data's device: random training names, or random windows of the training
+    text. The indices are drawn on the host (a CPU generator) and moved to the data."""
     train, L = data["train"], data["block_size"]
     if data["kind"] == "names":
-        return train[torch.randint(len(train), (batch_size,), generator=generator, device=generator.device)]
-    start = torch.randint(len(train) - L + 1, (batch_size,), generator=generator, device=generator.device)
+        return train[torch.randint(len(train), (batch_size,), generator=generator).to(train.device)]
+    start = torch.randint(len(train) - L + 1, (batch_size,), generator=generator).to(train.device)
     return train[start[:, None] + torch.arange(L, device=train.device)]
 
 
@@ -152,7 +156,8 @@ def diffusion_loss(model, x0, mask_id, generator, objective, schedule):
 def ar_loss(model, x0, bos_id, pad_id):
     """AR twin: mean next-character NLL over the predicted characters (per char, SPEC 5)."""
     logits = model(diffusion.ar_inputs(x0, bos_id))  # (B, L, n_out): position l sees x0[:l] only
-    return F.cross_entropy(logits.transpose(1, 2), diffusion.ar_targets(x0, pad_id), ignore_index=-1)
+    targets = diffusion.ar_targets(x0, pad_id)
+    return diffusion.token_nll(logits, targets).sum() / (targets >= 0).sum()  # ignored targets give 0
 
 
 @torch.no_grad()
@@ -166,7 +171,7 @@ def evaluate(model, data, ar, draws, one_pass, autocast, mask_id, pad_id):
         if ar:
             nll = diffusion.ar_nll(data["held"], model, mask_id, pad_id, batch_size=rows)
         else:
-            generator = torch.Generator(data["held"].device).manual_seed(EVAL_SEED)
+            generator = torch.Generator().manual_seed(EVAL_SEED)  # host: the same masks on every device
             nll = diffusion.estimate_nelbo(data["held"], model, mask_id, generator, draws, one_pass, batch_size=rows)
     model.train(was_training)
     return diffusion.per_char(nll, data["n_chars"])
@@ -195,7 +200,7 @@ def build(args, data, ar):
     if args.optimizer == "adamw":
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.99),
-                                      fused=args.device.startswith("cuda"))
+                                      fused=devices.kind(args.device) == "cuda")
         return model, optimizer
     matrices = [p for p in model.blocks.parameters() if p.dim() == 2]  # attention and MLP weights
     others = [p for name, p in model.named_parameters() if p.dim() >= 2 and not name.startswith("blocks.")]
@@ -206,11 +211,8 @@ def build(args, data, ar):
 
 
 def make_autocast(args):
-    """bf16 autocast on CUDA (or when asked for), else a context that does nothing."""
-    device = args.device
-    use_bf16 = args.dtype == "bfloat16" or (args.dtype == "auto" and device.startswith("cuda")
-                                            and torch.cuda.is_bf16_supported())
-    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    """bf16 autocast where the device has bf16 (devices.precision), else a context that does nothing."""
+    return devices.autocast(args.device, args.precision)
 
 
 def batch_loss(model, x0, ar, generator, args, mask_id, pad_id):
@@ -224,52 +226,62 @@ def compile_or_eager(model, data, ar, args, autocast, mask_id, pad_id):
     """torch.compile(model), tried on one training batch; the model itself when compiling fails
     here (on a CPU, inductor needs a C++ compiler), with one line saying so. The trial draws its
     batch from its own generator and restores every random state, so the run's numbers are the
-    same whether or not it happened.
+    same whether or not it happened. When the same step fails uncompiled too, the fault is not
+    the compiler's: its error is raised as it is.
 
-    On a CPU it also turns on torch's deterministic mode, for the whole process: with more than
-    one thread, inductor's kernels otherwise add up some gradients in an order that changes
-    from run to run (measured: two 200-step runs, same seed, 2.4364 and 2.4226 nats/char). In
-    deterministic mode they repeat to the last digit, and were no slower here."""
-    if args.device == "cpu":
-        torch.use_deterministic_algorithms(True)
+    Deterministic mode (devices.setup) matters here: with more than one CPU thread, inductor's
+    kernels otherwise add up some gradients in an order that changes from run to run (measured:
+    two 200-step runs, same seed, 2.4364 and 2.4226 nats/char); with it they repeat to the last digit."""
     compiled = torch.compile(model)
-    devices = [args.device] if args.device.startswith("cuda") else []
-    with torch.random.fork_rng(devices=devices):  # dropout in the trial must not move the run's RNG
-        trial = torch.Generator(args.device).manual_seed(0)
-        try:
+
+    def trial_step(candidate):
+        with devices.fork_rng(args.device):  # dropout in the trial must not move the run's RNG
+            trial = torch.Generator().manual_seed(0)
             x0 = get_batch(data, args.batch_size, trial)
             with autocast:
-                batch_loss(compiled, x0, ar, trial, args, mask_id, pad_id).backward()
-        except Exception as err:  # noqa: BLE001 -- dynamo and inductor raise many kinds; any of them means "not here"
-            first_line = (str(err).strip() or "?").splitlines()[0][:120]
-            print(f"torch.compile does not work here ({type(err).__name__}: {first_line}); training without it "
-                  f"(--no-compile skips the attempt)", file=sys.stderr)
-            compiled = model
-    model.zero_grad(set_to_none=True)
+                batch_loss(candidate, x0, ar, trial, args, mask_id, pad_id).backward()
+        model.zero_grad(set_to_none=True)
+
+    try:
+        trial_step(compiled)
+    except Exception as err:  # noqa: BLE001 -- dynamo and inductor raise many kinds; any of them means "not here"
+        model.zero_grad(set_to_none=True)
+        trial_step(model)  # an error here is the step's own, not the compiler's
+        first_line = (str(err).strip() or "?").splitlines()[0][:120]
+        print(f"torch.compile does not work here ({type(err).__name__}: {first_line}); training without it "
+              f"(--no-compile skips the attempt)", file=sys.stderr)
+        compiled = model
     return compiled
 
 
 def train(args, data, ar, say=print):
     """Train one model (diffusion, or the AR twin when ar=True); returns a summary dict."""
     device, itos = args.device, data["itos"]
+    devices.setup(device, args.deterministic)  # idempotent: main() has usually done it already
     mask_id, pad_id = len(itos) - 1, (0 if data["kind"] == "names" else None)
     path = Path(args.out) / ("ckpt_ar.pt" if ar else "ckpt.pt")
     model, optimizer = build(args, data, ar)
     config = model.config
-    generator = torch.Generator(device).manual_seed(args.seed)  # batches and masks
+    generator = torch.Generator().manual_seed(args.seed)  # batches and masks: host-side, the same on every device
     step, best = 0, float("inf")
     train_config = dict(dataset=args.dataset, kind=data["kind"], ar=ar, objective=args.objective,
                         schedule=args.schedule, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                         max_iters=args.max_iters,
                         weight_decay=args.weight_decay, seed=args.seed, mask_id=mask_id, pad_id=pad_id,
-                        bos_id=mask_id)  # the AR twin's start token is MASK (diffusion.ar_inputs)
+                        bos_id=mask_id,  # the AR twin's start token is MASK (diffusion.ar_inputs)
+                        device=devices.kind(device), dtype=args.precision)
     # The EMA copy averages the weights over the last ~1 / (1 - decay) steps: it smooths the noise
     # of single batches (large in diffusion, where each name gets one random mask), and it is
     # the model that gets evaluated, saved and sampled.
     ema = copy.deepcopy(model).eval().requires_grad_(False) if args.ema else None
     evaluated = ema if ema is not None else model
     if args.resume:
-        ckpt = read_checkpoint(path, device)
+        ckpt = read_checkpoint(path)  # on the host; load_state_dict copies each tensor where it belongs
+        trained_on = ckpt["config"].get("device", "cpu")
+        if trained_on != devices.kind(device):
+            raise CheckpointError(f"{path} was trained on {trained_on}; resume it with --device {trained_on} (on "
+                                  f"another kind of device the run would not end where an uninterrupted one ends), "
+                                  f"or train afresh here with another --out.")
         if ckpt["model_args"] != asdict(config):
             changed = [f"{k}={ckpt['model_args'].get(k)} (now {v})" for k, v in asdict(config).items()
                        if ckpt["model_args"].get(k) != v]
@@ -288,22 +300,20 @@ def train(args, data, ar, say=print):
             ema.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step, best = ckpt["step"], ckpt["best_val_loss"]
-        generator.set_state(ckpt["rng"]["batches"].cpu())
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        if device.startswith("cuda") and "cuda" in ckpt["rng"]:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
+        generator.set_state(ckpt["rng"]["batches"])
+        devices.set_rng_state(ckpt["rng"], device)
         say(f"resumed {path} at step {step} (best held-out loss {best:.4f})")
     autocast = make_autocast(args)
     # evaluation runs uncompiled: its batches have other shapes, and it runs a few times only
     train_model = compile_or_eager(model, data, ar, args, autocast, mask_id, pad_id) if args.compile else model
     name = "AR twin" if ar else "diffusion"
     say(f"{name}: {config.n_layer} layers, {config.n_head} heads, n_embd {config.n_embd}, block size "
-        f"{config.block_size}, {model.num_params():,} parameters; {device}, {'bf16' if isinstance(autocast, torch.autocast) else 'float32'}"
+        f"{config.block_size}, {model.num_params():,} parameters; {devices.describe(device)}, {args.precision}"
         f"{', compiled' if args.compile else ''}")
 
     loss_name = "NLL" if ar else "NELBO"
     best_step, history, running, n_running = step, [], torch.zeros((), device=device), 0
-    first_step, eval_seconds, start = step, 0.0, time.time()
+    first_step, eval_seconds, start, writer = step, 0.0, time.time(), CheckpointWriter()
     bar = tqdm(total=args.max_iters, initial=step, disable=True if args.quiet else None,  # None: off when not a terminal
                desc=name, unit="step", leave=False)
     while step < args.max_iters:
@@ -333,18 +343,17 @@ def train(args, data, ar, say=print):
             improved = val < best
             if improved:
                 best, best_step = val, step
-                save_checkpoint(path, model=evaluated.state_dict(), optimizer=optimizer.state_dict(),
-                                **({"model_raw": model.state_dict()} if ema is not None else {}),
-                                model_args=asdict(config), config=train_config, itos=itos, step=step,
-                                best_val_loss=best, rng=dict(
-                                    batches=generator.get_state(), torch=torch.get_rng_state(),
-                                    **({"cuda": torch.cuda.get_rng_state()} if device.startswith("cuda") else {})))
+                writer.save(path, model=evaluated.state_dict(), optimizer=optimizer.state_dict(),
+                            **({"model_raw": model.state_dict()} if ema is not None else {}),
+                            model_args=asdict(config), config=train_config, itos=itos, step=step,
+                            best_val_loss=best, rng=dict(batches=generator.get_state(), **devices.rng_state(device)))
             if not args.quiet:
                 bar.write(f"step {step}: train {loss_name} {train_loss:.4f}, held-out {loss_name} {val:.4f} "
                           f"+- {se:.4f} nats/char{' (best, saved)' if improved else ''}")
             running, n_running = torch.zeros((), device=device), 0
             eval_seconds += time.time() - eval_start
     bar.close()
+    writer.wait()  # the best checkpoint is on disk before anyone reads it
     seconds = time.time() - start
     return dict(name=name, model=evaluated, config=config, path=path, best=best, best_step=best_step,
                 seconds=seconds, eval_seconds=eval_seconds, tokens=(step - first_step) * args.batch_size * config.block_size,
@@ -353,7 +362,7 @@ def train(args, data, ar, say=print):
 
 def final_evaluation(result, data, args):
     """Reload the best checkpoint and measure it with more draws: the figure to report."""
-    ckpt = read_checkpoint(result["path"], args.device)
+    ckpt = read_checkpoint(result["path"])
     model = result["model"]
     model.load_state_dict(ckpt["model"])
     one_pass = data["kind"] == "text"  # names: all L mask sizes of every name; windows: one k per draw
@@ -367,7 +376,8 @@ def print_samples(result, data, args):
     itos, L, model = data["itos"], data["block_size"], result["model"]
     generator = torch.Generator().manual_seed(args.seed)
     n = args.samples if data["kind"] == "names" else 1
-    out = sample_ancestral(make_denoiser(model.eval(), args.device), n, L, result["mask_id"], generator, steps=L)
+    out = sample_ancestral(make_denoiser(model.eval(), args.device, args.precision), n, L, result["mask_id"],
+                           generator, steps=L)
     if data["kind"] == "names":
         print("samples:", " ".join(diffusion.decode(s, itos).rstrip(itos[0]) for s in out.samples))
         if not args.quiet:
@@ -379,10 +389,6 @@ def print_samples(result, data, args):
 
 
 # ---------------------------------------------------------------- putting it together
-def default_device():
-    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -412,11 +418,17 @@ def parse_args(argv=None):
                         help="train on the k-masked form of the NELBO (k) or the continuous-time form (time)")
     parser.add_argument("--schedule", choices=["linear", "cosine"], default=diffusion.SCHEDULE,
                         help="noise schedule of --objective time")
-    parser.add_argument("--device", default=default_device(), help="cpu, cuda, cuda:1, mps (default: the best found)")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                        help="auto: bf16 autocast on CUDA, float32 elsewhere")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cpu for names, else the best found: "
+                        "cuda, mps, cpu; see devices.py)")
+    parser.add_argument("--dtype", choices=devices.PRECISIONS, default="auto",
+                        help="auto: bf16 autocast on GPUs with bf16 tensor cores (compute capability 8.0+), "
+                        "float32 elsewhere (TF32 matrix products on CUDA)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction,
-                        help="torch.compile the training step (names: on; falls back to uncompiled where it fails)")
+                        help="torch.compile the training step (default: on for names and on CUDA; "
+                        "falls back to uncompiled where it fails)")
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                        help="torch's deterministic algorithms on CPU and CUDA, so the same seed gives the same "
+                        "numbers (default: on)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default, one per "
                         "core; 1 is faster when other programs keep the cores busy)")
     parser.add_argument("--seed", type=int, default=1337, help="seed for weights, batches and masks")
@@ -433,6 +445,16 @@ def parse_args(argv=None):
     for key, value in preset.items():  # a flag wins over the dataset's preset
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    if args.device is None:
+        args.device = devices.default_device(args.dataset)
+    if args.compile is None:  # the Shakespeare preset: compiled where it pays and works, on CUDA
+        args.compile = devices.kind(args.device) == "cuda"
+    if problem := devices.device_problem(args.device):  # fail early, in one sentence
+        parser.error(problem)
+    try:
+        args.precision = devices.precision(args.device, args.dtype)  # "bfloat16" or "float32"
+    except ValueError as err:
+        parser.error(str(err))
     if min(args.max_iters, args.eval_interval, args.eval_draws, args.final_draws, args.batch_size,
            args.n_layer, args.n_head, args.n_embd) < 1 or args.samples < 0 or args.threads < 0:
         parser.error("--max-iters, --eval-interval, --eval-draws, --final-draws, --batch-size and the model "
@@ -448,27 +470,15 @@ def parse_args(argv=None):
     return args
 
 
-def check_device(device):
-    """Fail early, in one sentence, on a device this machine does not have."""
-    try:
-        torch.zeros(1, device=device)
-        torch.Generator(device)
-    except (RuntimeError, AssertionError) as err:
-        raise DatasetError(f"cannot use device {device!r} here ({str(err).splitlines()[0]}); "
-                           f"try --device cpu.") from None
-
-
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    devices.setup(args.device, args.deterministic)
     try:
-        check_device(args.device)
-        data = load_dataset(args.dataset, args.data_dir)
+        data = load_dataset(args.dataset, args.data_dir, args.device)
     except DatasetError as err:
         sys.exit(f"error: {err}")
-    for key in ("train", "held"):
-        data[key] = data[key].to(args.device)
     say = (lambda *a: None) if args.quiet else print
     itos = data["itos"]
     if data["kind"] == "names":

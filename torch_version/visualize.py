@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
-from torch_version.sample import (SAMPLERS, TAU, default_device, generate_ar, load_or_exit,  # noqa: E402
+from torch_version import devices  # noqa: E402
+from torch_version.sample import (SAMPLERS, TAU, checkpoint_precision, generate_ar, load_or_exit,  # noqa: E402
                                   make_denoiser)
 
 OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
@@ -80,12 +81,12 @@ def diffusion_film(denoise, sampler, n, L, mask_id, generator, steps, tau, tempe
     return Film(title, result.trajectory, labels), result
 
 
-def ar_film(model, n, L, mask_id, generator, temperature, pad_id, device):
+def ar_film(model, n, L, mask_id, generator, temperature, pad_id, device, dtype="float32"):
     """The AR twin writes n sequences of L characters, one per network call, left to right.
     Frame k shows the first k characters; the rest are still to come (drawn as MASK).
     A name ends at its first PAD: the twin stops there, and the PADs after it are only filled in."""
     ids, _ = generate_ar(model, torch.empty((n, 0), dtype=torch.long), L, generator, mask_id,
-                         temperature=temperature, stop_id=pad_id, device=device)
+                         temperature=temperature, stop_id=pad_id, device=device, dtype=dtype)
     frames = []
     for k in range(L + 1):
         frame = ids.clone()
@@ -360,7 +361,7 @@ def main(argv=None):
                         "denoising_compare.gif); the heat map goes beside it")
     parser.add_argument("--fps", type=float, default=FPS, help="GIF frames per second")
     parser.add_argument("--seed", type=int, default=1337, help="seed for every random draw")
-    parser.add_argument("--device", default=default_device(), help="cpu, cuda, mps")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cpu for names, else the best found)")
     args = parser.parse_args(argv)
     if not args.temperature > 0 or not args.fps > 0 or args.delay < 0:
         parser.error("--temperature and --fps must be above 0 and --delay at least 0")
@@ -378,6 +379,9 @@ def main(argv=None):
 
     path = Path(args.ckpt) if args.ckpt else OUT_DIR / args.dataset / "ckpt.pt"
     model, ckpt = load_or_exit(path, args.device, False, "name the diffusion checkpoint")
+    args.device = args.device or devices.default_device(ckpt["config"].get("dataset", "names"))
+    model.to(args.device)
+    dtype = checkpoint_precision(ckpt, args.device)
     itos = ckpt["itos"]
     mask_id, block_size = len(itos) - 1, model.config.block_size
     is_names = ckpt["config"].get("kind", "names" if itos[0] == "." else "text") == "names"
@@ -391,7 +395,7 @@ def main(argv=None):
         parser.error(f"the confidence sampler unmasks at least one position per step: --steps must be at most {L}")
     schedule = ckpt["config"].get("schedule", "linear")
     generator = torch.Generator().manual_seed(args.seed)
-    denoise = make_denoiser(model, args.device)
+    denoise = make_denoiser(model, args.device, dtype)
 
     def make_film():
         return diffusion_film(denoise, args.sampler, n, L, mask_id, generator, steps, args.tau,
@@ -409,7 +413,7 @@ def main(argv=None):
         if ar_ckpt["itos"] != itos:
             sys.exit(f"error: {ar_path} was trained on another vocabulary than {path}; train both on one dataset.")
         films = same_length([film, ar_film(ar_model, n, L, mask_id, generator, args.temperature, pad_id,
-                                           args.device)])
+                                           args.device, dtype)])
 
     import matplotlib
     if not args.show:
