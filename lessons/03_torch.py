@@ -37,14 +37,15 @@ import torch
 
 ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "torch_version" / "train.py").is_file())
 sys.path.insert(0, str(ROOT))  # the repository root, so the tiers import as packages
-from torch_version import diffusion, model, sample, train
+from torch_version import devices, diffusion, model, sample, train
 
 FAST = os.environ.get("LESSONS_FAST") == "1"  # fewer training steps; every cell still runs
 plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (6, 3)})
 torch.manual_seed(1337)
-generator = torch.Generator().manual_seed(1337)  # every random draw below comes from here
+generator = torch.Generator().manual_seed(1337)  # every random draw below comes from here (host-side)
+DEVICE = devices.default_device("names")  # the one place this lesson picks a device: "cuda" or "mps" work too
 print("fast mode" if FAST else "full mode", f"- torch {torch.__version__}, device for training: "
-      f"{train.default_device()}, {torch.get_num_threads()} CPU thread(s)")
+      f"{DEVICE}, {torch.get_num_threads()} CPU thread(s)")
 
 # %% [markdown]
 # ## 1. Attention without a causal mask
@@ -82,12 +83,12 @@ plt.tight_layout(); plt.show()
 # configuration (4 layers, 4 heads, width 32):
 
 # %%
-data = train.load_dataset("names")  # vocabulary, training names, held-out names and their character counts
+data = train.load_dataset("names", device=DEVICE)  # vocabulary, training and held-out names (on DEVICE), counts
 itos, L, mask_id = data["itos"], data["block_size"], len(data["itos"]) - 1
 if FAST:  # evaluate on fewer held-out names: the per-step cost of training is unchanged
     data["held"], data["n_chars"] = data["held"][:300], data["n_chars"][:300]
 out = tempfile.mkdtemp()  # checkpoints of this lesson's runs
-args = train.parse_args(["--out", out, "--quiet", "--max-iters", "40" if FAST else "1000",
+args = train.parse_args(["--out", out, "--quiet", "--max-iters", "40" if FAST else "1000", "--device", DEVICE,
                          "--eval-interval", "20" if FAST else "250"])
 denoiser, _ = train.build(args, data, ar=False)  # the model and its optimizer
 print(f"vocabulary {''.join(itos)!r}, block size {L}; {len(data['held'])} held-out names")
@@ -303,7 +304,7 @@ print(inspect.getsource(sample.draw_from))
 
 # %%
 diff = results["diffusion"]["model"].eval()
-denoise = sample.make_denoiser(diff, "cpu")  # ids (n, L) -> float logits (n, L, V-1), no gradients
+denoise = sample.make_denoiser(diff, DEVICE)  # CPU ids (n, L) -> CPU float logits (n, L, V-1), no gradients
 stoi = {c: i for i, c in enumerate(itos)}
 for text in ["ma__n", "em" + "_" * (L - 2)]:
     template = sample.encode_prompt(text, stoi, mask_id, blank="_")  # '_' marks a blank
@@ -341,14 +342,16 @@ print("best per row:", " ".join(diffusion.decode(f, itos).rstrip(".") for f in f
 # AR twin, on the same data split (the first 90% of the text trains, the last 10% validates):
 #
 # ```bash
-# python3 torch_version/train.py --dataset shakespeare --both --compile   # diffusion, then the AR twin
+# python3 torch_version/train.py --dataset shakespeare --both             # diffusion, then the AR twin
 # python3 torch_version/bench_shakespeare.py                              # tokens/s, MFU, NELBO beside AR
 # python3 torch_version/sample.py --dataset shakespeare --chars 2000 --sampler threshold --tau 0.9
 # python3 torch_version/sample.py --dataset shakespeare --ar --chars 2000
 # ```
 #
-# On a GPU the run uses bf16 autocast and `torch.compile`. Why not on this CPU? Build the
-# model, time one training step on a real batch, and multiply:
+# On a GPU it compiles the training step, and uses bf16 autocast where the GPU has bf16 tensor
+# cores (A100, H100, L4; a T4 trains in float32): `torch_version/devices.py` holds that policy, and
+# the README's "Devices" section explains it. Why not on this CPU? Build the model, time one
+# training step on a real batch, and multiply:
 
 # %%
 text = train.load_dataset("shakespeare")  # 90% / 10% split, held-out windows of 256 characters

@@ -404,7 +404,7 @@ def test_shakespeare_config_has_about_10_7M_parameters():
 @pytest.mark.parametrize("flags, expected", [
     (["--max-iters", "0"], "at least 1"),
     (["--dataset", "/no/such/file.txt"], "cannot read"),
-    (["--device", "cuda:7"], "cannot use device"),
+    (["--device", "cuda:7"], "cannot use --device"),
     (["--n-embd", "30", "--n-head", "4"], "multiple of --n-head"),
 ])
 def test_bad_inputs_exit_with_one_sentence(flags, expected, tmp_path, capsys):
