@@ -293,7 +293,7 @@ def test_muon_refuses_parameters_that_are_not_matrices():
 
 
 # ---------------------------------------------------------------- training runs
-def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(lines_file, tmp_path, monkeypatch):
+def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(lines_file, tmp_path, monkeypatch, capsys):
     flags = ["--dataset", str(lines_file), "--max-iters", "12", "--eval-interval", "4", "--dropout", "0.1"] + TINY_FLAGS
     (full,), _ = run_main(flags + ["--out", str(tmp_path / "a")])
 
@@ -305,8 +305,10 @@ def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(lines_file,
             raise KeyboardInterrupt
         return real_get_batch(*args)
     monkeypatch.setattr(T, "get_batch", killed_at_step_10)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as exit_:  # Ctrl-C: one line that says how to go on, no traceback
         T.main(flags + ["--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 130 and "--resume" in err and len(err.splitlines()) == 1
     monkeypatch.setattr(T, "get_batch", real_get_batch)
     (resumed,), _ = run_main(flags + ["--out", str(tmp_path / "b"), "--resume"])
     assert resumed["history"][0][0] == 12  # it went on from step 8, not from the start
@@ -319,7 +321,7 @@ def test_resume_refuses_another_config_and_another_vocabulary(lines_file, tmp_pa
     run_main(["--dataset", str(lines_file), "--max-iters", "2", "--eval-interval", "2", "--out", out] + TINY_FLAGS)
     _, message = run_main(["--dataset", str(lines_file), "--max-iters", "4", "--out", out, "--resume"]
                           + TINY_FLAGS + ["--n-embd", "32"])
-    assert message.startswith("error:") and "another model config" in message and "n_embd=16 (now 32)" in message
+    assert message.startswith("error:") and "other flags" in message and "n_embd=16 (now 32)" in message
     other = tmp_path / "other.txt"  # the same number of letters, but other ones: same sizes, other vocabulary
     other.write_text(lines_file.read_text().replace("h", "z"), encoding="utf-8")
     _, message = run_main(["--dataset", str(other), "--max-iters", "4", "--out", out, "--resume"] + TINY_FLAGS)
@@ -437,3 +439,57 @@ def test_bench_shakespeare_prints_speed_mfu_and_the_ratio(tmp_path, capsys):
                             "--max-iters", "2", "--eval-interval", "2", "--out", str(tmp_path)] + TINY_FLAGS)
     out = capsys.readouterr().out
     assert "tokens/s" in out and "%" in out and "ratio diffusion NELBO / AR NLL" in out
+
+
+# ---------------------------------------------------------------- a run reports only its own figures
+def test_a_diverged_run_stops_in_one_sentence_and_never_reports_the_checkpoint_left_by_another(lines_file, tmp_path,
+                                                                                               capsys):
+    flags = ["--dataset", str(lines_file), "--max-iters", "4", "--eval-interval", "2", "--out", str(tmp_path)] + TINY_FLAGS
+    run_main(flags)  # an earlier, healthy run leaves its checkpoint in --out
+    capsys.readouterr()
+    _, message = run_main(flags + ["--lr", "1e30"])  # this one blows up at once
+    out = capsys.readouterr().out
+    assert message.startswith("error: the diffusion diverged by step 2") and "held-out" not in out
+
+
+def test_the_final_figure_comes_only_from_a_checkpoint_this_run_wrote(lines_file, tmp_path):
+    data = T.load_dataset(str(lines_file))
+    args = T.parse_args(["--dataset", str(lines_file), "--out", str(tmp_path)] + TINY_FLAGS)
+    stale = dict(path=tmp_path / "ckpt.pt", saved_step=None)  # wrote nothing, whatever lies in --out
+    with pytest.raises(T.TrainingError, match="wrote no checkpoint"):
+        T.final_evaluation(stale, data, args)
+
+
+@pytest.mark.parametrize("changed", [["--lr", "0.03"], ["--batch-size", "32"], ["--objective", "time"],
+                                     ["--weight-decay", "0.2"], ["--seed", "1"], ["--optimizer", "adamw"],
+                                     ["--ema", "0.9"], ["--schedule", "cosine"], ["--dtype", "bfloat16"]])
+def test_resume_refuses_changed_training_flags_in_one_sentence(lines_file, tmp_path, changed):
+    flags = ["--dataset", str(lines_file), "--eval-interval", "2", "--out", str(tmp_path)] + TINY_FLAGS
+    run_main(flags + ["--max-iters", "2"])
+    _, message = run_main(flags + ["--max-iters", "4", "--resume"] + changed)
+    assert message.startswith("error:") and f"{changed[0]} " in message and "may change" in message
+    assert "\n" not in message
+
+
+def test_resume_may_train_longer(lines_file, tmp_path):
+    flags = ["--dataset", str(lines_file), "--eval-interval", "2", "--out", str(tmp_path)] + TINY_FLAGS
+    run_main(flags + ["--max-iters", "2"])
+    (resumed,), message = run_main(flags + ["--max-iters", "4", "--resume", "--eval-draws", "2"])
+    assert message is None and resumed["history"][-1][0] == 4
+
+
+def test_both_stopped_before_the_twins_first_checkpoint_is_finished_by_both_resume(lines_file, tmp_path,
+                                                                                   monkeypatch):
+    flags = ["--dataset", str(lines_file), "--max-iters", "4", "--eval-interval", "2", "--both"] + TINY_FLAGS
+    full, _ = run_main(flags + ["--out", str(tmp_path / "a")])
+    real_ar_loss = T.ar_loss
+
+    def stopped(*args):  # Ctrl-C in the twin's first step, before it saved anything
+        raise KeyboardInterrupt
+    monkeypatch.setattr(T, "ar_loss", stopped)
+    with pytest.raises(SystemExit):
+        T.main(flags + ["--out", str(tmp_path / "b")])
+    monkeypatch.setattr(T, "ar_loss", real_ar_loss)
+    assert (tmp_path / "b" / "ckpt.pt").is_file() and not (tmp_path / "b" / "ckpt_ar.pt").exists()
+    resumed, message = run_main(flags + ["--out", str(tmp_path / "b"), "--resume"])
+    assert message is None and [r["nats"] for r in resumed] == [r["nats"] for r in full]

@@ -254,6 +254,36 @@ def compile_or_eager(model, data, ar, args, autocast, mask_id, pad_id):
     return compiled
 
 
+class TrainingError(Exception):
+    """A run that cannot report a figure (it diverged, or wrote no checkpoint); one sentence."""
+
+
+# Flags that may change when a run is resumed. Every other flag that shapes the training must be as
+# it was: the model's, the data's, and these (flag for each key of the checkpoint's config).
+RESUME_MAY_CHANGE = "--max-iters, --eval-interval, --eval-draws, --final-draws, --samples, --compile, --threads, --quiet"
+FIXED_ON_RESUME = dict(objective="--objective", schedule="--schedule", batch_size="--batch-size",
+                       optimizer="--optimizer", lr="--lr", weight_decay="--weight-decay", ema="--ema",
+                       seed="--seed", dtype="--dtype", deterministic="--deterministic")
+
+
+def check_resumable(path, ckpt, config, itos, train_config):
+    """CheckpointError, in one sentence, unless `ckpt` continues the run these flags describe."""
+    trained_on = ckpt["config"].get("device", "cpu")
+    if trained_on != train_config["device"]:
+        raise CheckpointError(f"{path} was trained on {trained_on}; resume it with --device {trained_on} (on "
+                              f"another kind of device the run would not end where an uninterrupted one ends), "
+                              f"or train afresh here with another --out.")
+    if ckpt["itos"] != itos:
+        raise CheckpointError(f"{path} was trained on another vocabulary; resume it on the same dataset.")
+    changed = [f"{k}={ckpt['model_args'].get(k)} (now {v})" for k, v in asdict(config).items()
+               if ckpt["model_args"].get(k) != v]
+    changed += [f"{flag} {ckpt['config'][key]} (now {train_config[key]})" for key, flag in FIXED_ON_RESUME.items()
+                if key in ckpt["config"] and ckpt["config"][key] != train_config[key]]  # older checkpoints: not all keys
+    if changed:
+        raise CheckpointError(f"{path} was trained with other flags ({', '.join(changed)}); resume it with the same "
+                              f"ones (only {RESUME_MAY_CHANGE} may change), or train afresh with another --out.")
+
+
 def train(args, data, ar, say=print):
     """Train one model (diffusion, or the AR twin when ar=True); returns a summary dict."""
     device, itos = args.device, data["itos"]
@@ -269,37 +299,26 @@ def train(args, data, ar, say=print):
                         max_iters=args.max_iters,
                         weight_decay=args.weight_decay, seed=args.seed, mask_id=mask_id, pad_id=pad_id,
                         bos_id=mask_id,  # the AR twin's start token is MASK (diffusion.ar_inputs)
-                        device=devices.kind(device), dtype=args.precision)
+                        device=devices.kind(device), dtype=args.precision, ema=args.ema, deterministic=args.deterministic)
     # The EMA copy averages the weights over the last ~1 / (1 - decay) steps: it smooths the noise
     # of single batches (large in diffusion, where each name gets one random mask), and it is
     # the model that gets evaluated, saved and sampled.
     ema = copy.deepcopy(model).eval().requires_grad_(False) if args.ema else None
     evaluated = ema if ema is not None else model
-    if args.resume:
+    resume = args.resume
+    if resume and args.both and ar and not path.is_file():  # --both stopped before the twin's first checkpoint
+        say(f"no {path} yet: the AR twin starts from step 0")
+        resume = False
+    saved_step = None  # the step of the checkpoint this run wrote, or resumed from: the only one it reports
+    if resume:
         ckpt = read_checkpoint(path)  # on the host; load_state_dict copies each tensor where it belongs
-        trained_on = ckpt["config"].get("device", "cpu")
-        if trained_on != devices.kind(device):
-            raise CheckpointError(f"{path} was trained on {trained_on}; resume it with --device {trained_on} (on "
-                                  f"another kind of device the run would not end where an uninterrupted one ends), "
-                                  f"or train afresh here with another --out.")
-        if ckpt["model_args"] != asdict(config):
-            changed = [f"{k}={ckpt['model_args'].get(k)} (now {v})" for k, v in asdict(config).items()
-                       if ckpt["model_args"].get(k) != v]
-            raise CheckpointError(f"{path} was trained with another model config ({', '.join(changed)}); "
-                                  f"use the same flags, or another --out to start afresh.")
-        if ckpt["itos"] != itos:
-            raise CheckpointError(f"{path} was trained on another vocabulary; resume it on the same dataset.")
-        trained_with = ckpt["config"].get("optimizer", "adamw")  # checkpoints older than --optimizer: AdamW
-        if trained_with != args.optimizer:
-            raise CheckpointError(f"{path} was trained with --optimizer {trained_with}; resume it with the same optimizer.")
-        if (ema is not None) != ("model_raw" in ckpt):
-            raise CheckpointError(f"{path} was trained {'without' if ema is not None else 'with'} --ema; "
-                                  f"resume it with the same flags.")
+        check_resumable(path, ckpt, config, itos, train_config)
         model.load_state_dict(ckpt["model_raw"] if ema is not None else ckpt["model"])
         if ema is not None:
             ema.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step, best = ckpt["step"], ckpt["best_val_loss"]
+        saved_step = step
         generator.set_state(ckpt["rng"]["batches"])
         devices.set_rng_state(ckpt["rng"], device)
         say(f"resumed {path} at step {step} (best held-out loss {best:.4f})")
@@ -340,9 +359,12 @@ def train(args, data, ar, say=print):
             eval_start = time.time()
             val, se = evaluate(evaluated, data, ar, args.eval_draws, True, autocast, mask_id, pad_id)
             history.append((step, train_loss, val, se))
+            if not (math.isfinite(train_loss) and math.isfinite(val)):
+                raise TrainingError(f"the {name} diverged by step {step} (training loss {train_loss:g}, held-out "
+                                    f"{val:g}) and nothing after it was saved; try a lower --lr.")
             improved = val < best
             if improved:
-                best, best_step = val, step
+                best, best_step, saved_step = val, step, step
                 writer.save(path, model=evaluated.state_dict(), optimizer=optimizer.state_dict(),
                             **({"model_raw": model.state_dict()} if ema is not None else {}),
                             model_args=asdict(config), config=train_config, itos=itos, step=step,
@@ -357,12 +379,15 @@ def train(args, data, ar, say=print):
     seconds = time.time() - start
     return dict(name=name, model=evaluated, config=config, path=path, best=best, best_step=best_step,
                 seconds=seconds, eval_seconds=eval_seconds, tokens=(step - first_step) * args.batch_size * config.block_size,
-                history=history, autocast=autocast, mask_id=mask_id, pad_id=pad_id)
+                history=history, autocast=autocast, mask_id=mask_id, pad_id=pad_id, saved_step=saved_step)
 
 
 def final_evaluation(result, data, args):
-    """Reload the best checkpoint and measure it with more draws: the figure to report."""
-    ckpt = read_checkpoint(result["path"])
+    """Reload the best checkpoint and measure it with more draws: the figure to report. Only a
+    checkpoint this run wrote (or resumed from) counts: one left in --out by another run never does."""
+    ckpt = read_checkpoint(result["path"]) if result["saved_step"] is not None else None
+    if ckpt is None or ckpt["step"] != result["saved_step"]:
+        raise TrainingError(f"this run wrote no checkpoint to {result['path']}, so it has no figure to report.")
     model = result["model"]
     model.load_state_dict(ckpt["model"])
     one_pass = data["kind"] == "text"  # names: all L mask sizes of every name; windows: one k per draw
@@ -433,7 +458,9 @@ def parse_args(argv=None):
                         "core; 1 is faster when other programs keep the cores busy)")
     parser.add_argument("--seed", type=int, default=1337, help="seed for weights, batches and masks")
     parser.add_argument("--out", help="checkpoint folder (default torch_version/out/<dataset>)")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out, with the same "
+                        f"flags; only {RESUME_MAY_CHANGE} may change (--both: a model with no checkpoint yet starts "
+                        "afresh)")
     parser.add_argument("--samples", type=int, default=SAMPLES, help="names to sample at the end (0: none)")
     parser.add_argument("--data-dir", help="folder holding names.txt / tiny_shakespeare.txt")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only the final figures")
@@ -487,12 +514,21 @@ def main(argv=None):
     else:
         say(f"{args.dataset}: {data['n_train']:,} training characters, {len(data['held'])} held-out windows of "
             f"{data['block_size']}; vocabulary {len(itos)} (MASK is {itos[-1]!r})")
+    try:
+        return train_and_report(args, data, say)
+    except (CheckpointError, TrainingError) as err:
+        sys.exit(f"error: {err}")
+    except KeyboardInterrupt:
+        print(f"\nstopped; the checkpoints in {args.out} are whole: run the same command with --resume to "
+              f"continue where the last one was saved.", file=sys.stderr)
+        sys.exit(130)
+
+
+def train_and_report(args, data, say):
+    """Train the model(s) the flags ask for, then print each one's held-out figure and samples."""
     results = []
     for ar in ([False, True] if args.both else [args.ar]):
-        try:
-            result = train(args, data, ar, say)
-        except CheckpointError as err:
-            sys.exit(f"error: {err}")
+        result = train(args, data, ar, say)
         nats, se = final_evaluation(result, data, args)
         result.update(nats=nats, se=se)
         results.append(result)
