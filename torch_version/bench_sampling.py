@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` and `torch_version` import from any folder
 from data.fetch import DatasetError, load_text, split_text  # noqa: E402
+from common import cli  # noqa: E402
 from torch_version import devices  # noqa: E402
 from torch_version.diffusion import ar_inputs, encode, host_nll  # noqa: E402
 from torch_version.model import CheckpointError, load_checkpoint  # noqa: E402
@@ -143,41 +144,25 @@ def plot(rows, ar_row, data_row, path, chars):
     plt.close(fig)
 
 
-def parse_list(kind):
-    def parse(text):
-        try:
-            values = [kind(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}s, not {text!r}")
-        if not values:
-            raise argparse.ArgumentTypeError("the list is empty")
-        return values
-    return parse
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=str(OUT_DIR / "shakespeare" / "ckpt.pt"), help="diffusion checkpoint")
     parser.add_argument("--ckpt-ar", default=str(OUT_DIR / "shakespeare" / "ckpt_ar.pt"),
                         help="its AR twin: the reference row and the judge")
-    parser.add_argument("--chars", type=int, default=CHARS, help="characters per sample")
-    parser.add_argument("--samples", type=int, default=SAMPLES, help="texts per setting, one seed each")
-    parser.add_argument("--steps", type=parse_list(int), default=list(STEPS), help="steps per block, e.g. 16,32,64")
-    parser.add_argument("--taus", type=parse_list(float), default=list(TAUS), help="thresholds, e.g. 0.7,0.9")
-    parser.add_argument("--block-chars", type=int, help="new characters per block after the first "
+    parser.add_argument("--chars", type=cli.count(1, 10_000_000), default=CHARS, help="characters per sample")
+    parser.add_argument("--samples", type=cli.count(1, 10_000), default=SAMPLES, help="texts per setting, one seed each")
+    parser.add_argument("--steps", type=cli.list_of(cli.count(1, 100_000)), default=list(STEPS), help="steps per block, e.g. 16,32,64")
+    parser.add_argument("--taus", type=cli.list_of(cli.probability), default=list(TAUS), help="thresholds, e.g. 0.7,0.9")
+    parser.add_argument("--block-chars", type=cli.count(1), help="new characters per block after the first "
                         "(default: half a window)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of every setting (> 0)")
-    parser.add_argument("--seed", type=int, default=1337, help="seed of the first text; the others follow")
+    parser.add_argument("--temperature", type=cli.temperature, default=1.0, help="sampling temperature of every setting")
+    parser.add_argument("--seed", type=cli.seed, default=1337, help="seed of the first text; the others follow")
     parser.add_argument("--device", default=devices.default_device("shakespeare"),
                         help="cuda (the intended machine), cpu, mps (default: the best found)")
     parser.add_argument("--data-dir", help="folder holding tiny_shakespeare.txt")
     parser.add_argument("--out", help="folder for sampling.png and bench_sampling.json (default: the checkpoint's)")
     args = parser.parse_args(argv)
-    if args.chars < 1 or args.samples < 1 or min(args.steps) < 1 or not args.temperature > 0:
-        parser.error("--chars, --samples and --steps must be at least 1 and --temperature above 0")
-    if not all(0 < tau <= 1 for tau in args.taus):
-        parser.error("every --taus value must be in (0, 1]")
     if problem := devices.device_problem(args.device):
         parser.error(problem)
 

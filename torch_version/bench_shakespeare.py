@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
 from data.fetch import DatasetError  # noqa: E402
+from common import cli  # noqa: E402
 from torch_version import devices, train as T  # noqa: E402
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s from the vendors' data sheets: (bf16, TF32).
@@ -101,14 +102,12 @@ def throughput(args, data, ar, compiled):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--peak-tflops", type=float, help="the device's peak bf16 dense TFLOP/s, for MFU "
+    parser.add_argument("--peak-tflops", type=cli.positive, help="the device's peak bf16 dense TFLOP/s, for MFU "
                         "(default: looked up by GPU name)")
-    parser.add_argument("--timing-iters", type=int, default=TIMING_ITERS, help="steps timed for throughput")
+    parser.add_argument("--timing-iters", type=cli.count(1, 100_000), default=TIMING_ITERS, help="steps timed for throughput")
     parser.add_argument("--no-compile", action="store_true", help="time and train without torch.compile")
     parser.add_argument("--skip-training", action="store_true", help="speed figures only")
     ours, rest = parser.parse_known_args(argv)
-    if ours.timing_iters < 1:
-        parser.error("--timing-iters must be at least 1")
     args = T.parse_args(["--dataset", "shakespeare", "--quiet"] + rest)  # train.py's flags and preset
     if ours.no_compile:
         args.compile = False

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_versio
 from data.fetch import DatasetError  # noqa: E402
 from pure.train_pure import sample_metrics  # noqa: E402
 from torch_version import diffusion  # noqa: E402
+from common import cli  # noqa: E402
 from torch_version import devices  # noqa: E402
 from torch_version.sample import (SAMPLERS, checkpoint_precision, generate_ar, load_or_exit,  # noqa: E402
                                   make_denoiser)
@@ -266,21 +267,17 @@ def main(argv=None):
     parser.add_argument("--judge", help="the AR twin that scores samples (default ckpt_ar.pt beside the checkpoint)")
     parser.add_argument("--grid", nargs="+", help=f"samplers and step counts (threshold: tau values), e.g. "
                         f"{' '.join(NAMES_GRID)} (the names default; text: {' '.join(TEXT_GRID)})")
-    parser.add_argument("--samples", type=int, help=f"samples per grid cell (names {SAMPLES}, text {TEXT_SAMPLES} "
+    parser.add_argument("--samples", type=cli.count(2, 100_000), help=f"samples per grid cell (names {SAMPLES}, text {TEXT_SAMPLES} "
                         f"windows)")
-    parser.add_argument("--draws", type=int, help=f"mask sets per held-out sequence in the NELBO (default: as "
+    parser.add_argument("--draws", type=cli.count(1, 10_000), help=f"mask sets per held-out sequence in the NELBO (default: as "
                         f"train.py's final figure, names {FINAL_DRAWS}, shakespeare {SHAKESPEARE['final_draws']})")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0)")
+    parser.add_argument("--temperature", type=cli.temperature, default=1.0, help="sampling temperature")
     parser.add_argument("--out", help="folder for report.json, report.md and quality_vs_nfe.png "
                         "(default: the checkpoint's folder)")
-    parser.add_argument("--seed", type=int, default=1337, help="seed for every random draw")
+    parser.add_argument("--seed", type=cli.seed, default=1337, help="seed for every random draw")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cpu for names, else the best found)")
     parser.add_argument("--data-dir", help="folder holding names.txt / tiny_shakespeare.txt")
     args = parser.parse_args(argv)
-    if (args.samples is not None and args.samples < 2) or (args.draws is not None and args.draws < 1):
-        parser.error("--samples must be at least 2 (a standard error needs two) and --draws at least 1")
-    if not args.temperature > 0:
-        parser.error("--temperature must be above 0")
 
     path = Path(args.checkpoint)
     judge_path = Path(args.judge) if args.judge else path.with_name("ckpt_ar.pt")

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
+from common import cli  # noqa: E402
 from torch_version import devices  # noqa: E402
 from torch_version.diffusion import alpha, decode, estimate_nelbo  # noqa: E402
 from torch_version.model import CheckpointError, load_checkpoint  # noqa: E402
@@ -382,15 +383,15 @@ def main(argv=None):
     parser.add_argument("--ckpt", help="checkpoint to sample from (default out/<dataset>/ckpt.pt; "
                         "ckpt_ar.pt with --ar)")
     parser.add_argument("--sampler", default=SAMPLER, choices=sorted(SAMPLERS), help="how masks turn into characters")
-    parser.add_argument("--steps", type=int, help="sampler steps (per --block-chars characters for text); "
+    parser.add_argument("--steps", type=cli.count(1, 100_000), help="sampler steps (per --block-chars characters for text); "
                         "default: one per position")
-    parser.add_argument("--tau", type=float, default=TAU, help="threshold sampler: confidence that unmasks a position")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0)")
-    parser.add_argument("--top-k", type=int, default=0, help="draw only among the k likeliest tokens (0: all)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="draw only from the smallest set holding this mass")
-    parser.add_argument("--samples", type=int, help=f"names ({NAMES}) or texts (1) to generate")
-    parser.add_argument("--chars", type=int, default=CHARS, help="text: characters to generate")
-    parser.add_argument("--block-chars", type=int, help="text: new characters per block after the first "
+    parser.add_argument("--tau", type=cli.probability, default=TAU, help="threshold sampler: confidence that unmasks a position")
+    parser.add_argument("--temperature", type=cli.temperature, default=1.0, help="sampling temperature")
+    parser.add_argument("--top-k", type=cli.count(0), default=0, help="draw only among the k likeliest tokens (0: all)")
+    parser.add_argument("--top-p", type=cli.probability, default=1.0, help="draw only from the smallest set holding this mass")
+    parser.add_argument("--samples", type=cli.count(1, 100_000), help=f"names ({NAMES}) or texts (1) to generate")
+    parser.add_argument("--chars", type=cli.count(1, 10_000_000), default=CHARS, help="text: characters to generate")
+    parser.add_argument("--block-chars", type=cli.count(1), help="text: new characters per block after the first "
                         "(default half a window)")
     parser.add_argument("--prompt", default="", help="fixed start: a name's first letters, or text to continue")
     parser.add_argument("--infill", help="template to complete; --blank characters mark the positions to fill")
@@ -399,14 +400,10 @@ def main(argv=None):
                         "best NELBO per character")
     parser.add_argument("--ar", action="store_true", help="sample from the autoregressive twin instead")
     parser.add_argument("--no-kv-cache", action="store_true", help="AR: recompute the whole window every token")
-    parser.add_argument("--seed", type=int, default=1337, help="seed for every random draw")
+    parser.add_argument("--seed", type=cli.seed, default=1337, help="seed for every random draw")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cpu for names, else the best found)")
     parser.add_argument("--quiet", action="store_true", help="print only the samples and the cost line")
     args = parser.parse_args(argv)
-    if not args.temperature > 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
-        parser.error("--temperature must be above 0, --top-k at least 0 and --top-p in (0, 1]")
-    if (args.samples is not None and args.samples < 1) or args.chars < 1 or (args.steps is not None and args.steps < 1):
-        parser.error("--samples, --chars and --steps must be at least 1")
     if args.ar and args.infill:
         parser.error("the AR twin can only continue a prefix: use --prompt, or drop --ar to infill")
     if args.sampler == "threshold" and args.steps is not None:

@@ -41,6 +41,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` and `torch_version` import from any folder
+from common import cli  # noqa: E402
 from data.fetch import DatasetError, load_names, load_text, split_names, split_text  # noqa: E402
 from torch_version import devices, diffusion  # noqa: E402
 from torch_version.muon import MuonAdamW  # noqa: E402
@@ -420,21 +421,21 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", default="names", help="names, shakespeare, or a PATH to a UTF-8 text file")
     parser.add_argument("--ar", action="store_true", help="train the autoregressive twin instead")
     parser.add_argument("--both", action="store_true", help="train diffusion, then the AR twin; compare")
-    parser.add_argument("--max-iters", type=int, help=f"optimizer steps (names: {MAX_ITERS})")
-    parser.add_argument("--eval-interval", type=int, help=f"steps between evaluations (names: {EVAL_INTERVAL})")
-    parser.add_argument("--eval-draws", type=int, help=f"mask sets per sequence per evaluation (names: {EVAL_DRAWS})")
-    parser.add_argument("--final-draws", type=int, help=f"... for the final figure (names: {FINAL_DRAWS})")
-    parser.add_argument("--batch-size", type=int, help=f"sequences per step (names: {BATCH_SIZE})")
-    parser.add_argument("--lr", type=float, help=f"peak learning rate (names: {LEARNING_RATE})")
-    parser.add_argument("--n-layer", type=int, help=f"transformer blocks (names: {N_LAYER})")
-    parser.add_argument("--n-head", type=int, help=f"attention heads (names: {N_HEAD})")
-    parser.add_argument("--n-embd", type=int, help=f"residual width (names: {N_EMBD})")
-    parser.add_argument("--dropout", type=float, help=f"dropout (names: {DROPOUT})")
+    parser.add_argument("--max-iters", type=cli.count(1), help=f"optimizer steps (names: {MAX_ITERS})")
+    parser.add_argument("--eval-interval", type=cli.count(1), help=f"steps between evaluations (names: {EVAL_INTERVAL})")
+    parser.add_argument("--eval-draws", type=cli.count(1), help=f"mask sets per sequence per evaluation (names: {EVAL_DRAWS})")
+    parser.add_argument("--final-draws", type=cli.count(1), help=f"... for the final figure (names: {FINAL_DRAWS})")
+    parser.add_argument("--batch-size", type=cli.count(1), help=f"sequences per step (names: {BATCH_SIZE})")
+    parser.add_argument("--lr", type=cli.positive, help=f"peak learning rate (names: {LEARNING_RATE})")
+    parser.add_argument("--n-layer", type=cli.count(1, 256), help=f"transformer blocks (names: {N_LAYER})")
+    parser.add_argument("--n-head", type=cli.count(1, 256), help=f"attention heads (names: {N_HEAD})")
+    parser.add_argument("--n-embd", type=cli.count(2, 16384), help=f"residual width (names: {N_EMBD})")
+    parser.add_argument("--dropout", type=cli.fraction, help=f"dropout (names: {DROPOUT})")
     parser.add_argument("--optimizer", choices=["muon", "adamw"],
                         help=f"muon: Muon for the blocks' matrices, AdamW for the rest; adamw: AdamW for all "
                         f"(names: {OPTIMIZER})")
-    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY, help="decoupled weight decay")
-    parser.add_argument("--ema", type=float, default=EMA, help="evaluate an EMA of the weights with this decay "
+    parser.add_argument("--weight-decay", type=cli.number(0), default=WEIGHT_DECAY, help="decoupled weight decay")
+    parser.add_argument("--ema", type=cli.fraction, default=EMA, help="evaluate an EMA of the weights with this decay "
                         "(e.g. 0.999; 0: the weights themselves)")
     parser.add_argument("--positions", choices=["rope", "learned", "both"], default="both",
                         help="rotary (relative), learned (absolute) or both")
@@ -454,14 +455,14 @@ def parse_args(argv=None):
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
                         help="torch's deterministic algorithms on CPU and CUDA, so the same seed gives the same "
                         "numbers (default: on)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default, one per "
+    parser.add_argument("--threads", type=cli.count(0, 1024), default=0, help="CPU threads for torch (0: torch's default, one per "
                         "core; 1 is faster when other programs keep the cores busy)")
-    parser.add_argument("--seed", type=int, default=1337, help="seed for weights, batches and masks")
+    parser.add_argument("--seed", type=cli.seed, default=1337, help="seed for weights, batches and masks")
     parser.add_argument("--out", help="checkpoint folder (default torch_version/out/<dataset>)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out, with the same "
                         f"flags; only {RESUME_MAY_CHANGE} may change (--both: a model with no checkpoint yet starts "
                         "afresh)")
-    parser.add_argument("--samples", type=int, default=SAMPLES, help="names to sample at the end (0: none)")
+    parser.add_argument("--samples", type=cli.count(0, 100_000), default=SAMPLES, help="names to sample at the end (0: none)")
     parser.add_argument("--data-dir", help="folder holding names.txt / tiny_shakespeare.txt")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only the final figures")
     args = parser.parse_args(argv)
@@ -482,12 +483,6 @@ def parse_args(argv=None):
         args.precision = devices.precision(args.device, args.dtype)  # "bfloat16" or "float32"
     except ValueError as err:
         parser.error(str(err))
-    if min(args.max_iters, args.eval_interval, args.eval_draws, args.final_draws, args.batch_size,
-           args.n_layer, args.n_head, args.n_embd) < 1 or args.samples < 0 or args.threads < 0:
-        parser.error("--max-iters, --eval-interval, --eval-draws, --final-draws, --batch-size and the model "
-                     "sizes must be at least 1, --samples and --threads at least 0")
-    if not args.lr > 0 or not 0 <= args.dropout < 1 or args.weight_decay < 0 or not 0 <= args.ema < 1:
-        parser.error("--lr must be above 0, --dropout and --ema in [0, 1), --weight-decay at least 0")
     if args.n_embd % args.n_head or (args.n_embd // args.n_head) % 2:
         parser.error("--n-embd must be a multiple of --n-head, with an even size per head (rotary positions)")
     if args.ar and args.both:

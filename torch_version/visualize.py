@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
+from common import cli  # noqa: E402
 from torch_version import devices  # noqa: E402
 from torch_version.sample import (SAMPLERS, TAU, checkpoint_precision, generate_ar, load_or_exit,  # noqa: E402
                                   make_denoiser)
@@ -347,28 +348,22 @@ def main(argv=None):
     parser.add_argument("--ckpt", help="diffusion checkpoint (default out/<dataset>/ckpt.pt)")
     parser.add_argument("--ar-ckpt", help="AR twin for --compare (default ckpt_ar.pt beside --ckpt)")
     parser.add_argument("--sampler", default=SAMPLER, choices=sorted(SAMPLERS), help="how masks turn into characters")
-    parser.add_argument("--steps", type=int, help=f"sampler steps (default: one per position for names, "
+    parser.add_argument("--steps", type=cli.count(1, 100_000), help=f"sampler steps (default: one per position for names, "
                         f"{TEXT_STEPS} for text, one per character with --compare)")
-    parser.add_argument("--tau", type=float, default=TAU, help="threshold sampler: confidence that unmasks a position")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0)")
-    parser.add_argument("--samples", type=int, default=NAMES, help="names to animate (text: always one window)")
-    parser.add_argument("--chars", type=int, help="text: characters in the window (default the block size)")
+    parser.add_argument("--tau", type=cli.probability, default=TAU, help="threshold sampler: confidence that unmasks a position")
+    parser.add_argument("--temperature", type=cli.temperature, default=1.0, help="sampling temperature")
+    parser.add_argument("--samples", type=cli.count(1, 1000), default=NAMES, help="names to animate (text: always one window)")
+    parser.add_argument("--chars", type=cli.count(1), help="text: characters in the window (default the block size)")
     parser.add_argument("--compare", action="store_true", help="the AR twin beside the diffusion model")
     parser.add_argument("--tui", action="store_true", help="animate in this terminal instead of writing a GIF")
-    parser.add_argument("--delay", type=float, default=DELAY, help="--tui: seconds per frame")
+    parser.add_argument("--delay", type=cli.number(0, 60), default=DELAY, help="--tui: seconds per frame")
     parser.add_argument("--show", action="store_true", help="also play the animation in a window")
     parser.add_argument("--out", help="GIF to write (default out/<dataset>/denoising.gif, or "
                         "denoising_compare.gif); the heat map goes beside it")
-    parser.add_argument("--fps", type=float, default=FPS, help="GIF frames per second")
-    parser.add_argument("--seed", type=int, default=1337, help="seed for every random draw")
+    parser.add_argument("--fps", type=cli.number(0.1, 100), default=FPS, help="GIF frames per second")
+    parser.add_argument("--seed", type=cli.seed, default=1337, help="seed for every random draw")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cpu for names, else the best found)")
     args = parser.parse_args(argv)
-    if not args.temperature > 0 or not args.fps > 0 or args.delay < 0:
-        parser.error("--temperature and --fps must be above 0 and --delay at least 0")
-    if args.samples < 1 or (args.steps is not None and args.steps < 1) or (args.chars is not None and args.chars < 1):
-        parser.error("--samples, --steps and --chars must be at least 1")
-    if not 0 < args.tau <= 1:
-        parser.error(f"--tau must be in (0, 1], not {args.tau}")
     if args.tui and (args.show or args.compare):
         parser.error("--tui draws one model in the terminal; drop --show and --compare, or drop --tui")
 
