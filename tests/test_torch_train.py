@@ -6,6 +6,7 @@ import itertools
 import math
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -298,6 +299,13 @@ def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(lines_file,
     (full,), _ = run_main(flags + ["--out", str(tmp_path / "a")])
 
     real_get_batch, calls = T.get_batch, []
+    from torch_version import model as model_module
+    real_save = model_module.save_checkpoint
+
+    def slow_save(*args, **kwargs):  # a slow disk: step 8's checkpoint is still being written at step 10
+        time.sleep(0.5)
+        real_save(*args, **kwargs)
+    monkeypatch.setattr(model_module, "save_checkpoint", slow_save)
 
     def killed_at_step_10(*args):  # dies inside step 10, after the checkpoint of step 8
         calls.append(1)
@@ -310,6 +318,7 @@ def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(lines_file,
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 130 and "--resume" in err and len(err.splitlines()) == 1
     monkeypatch.setattr(T, "get_batch", real_get_batch)
+    assert torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["step"] == 8  # the write was finished first
     (resumed,), _ = run_main(flags + ["--out", str(tmp_path / "b"), "--resume"])
     assert resumed["history"][0][0] == 12  # it went on from step 8, not from the start
     assert resumed["history"][-1][1:] == full["history"][-1][1:]  # same train and held-out loss, bit for bit

@@ -245,7 +245,8 @@ class CheckpointWriter:
     Shakespeare config's checkpoint is 129 MB). save() takes the snapshot first (to_host), so the
     file holds the weights of that step; one write at a time; wait() returns when the last one is
     on disk, and raises its error, if any. The thread is not a daemon: a run stopped by Ctrl-C
-    still finishes the write it started."""
+    still finishes the write it started. As a context manager (`with CheckpointWriter() as w:`),
+    leaving the block waits for the last write."""
 
     def __init__(self):
         self.thread, self.error = None, None
@@ -270,6 +271,19 @@ class CheckpointWriter:
         if self.error is not None:
             error, self.error = self.error, None
             raise error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        """Leaving the block, by its end or by an error (Ctrl-C), the last write is finished first:
+        whoever reads the checkpoint next reads it whole. A write's own error is raised only when
+        nothing else is already on its way."""
+        if kind is None:
+            self.wait()
+        elif self.thread is not None:
+            self.thread.join()
+        return False
 
 
 CHECKPOINT_KEYS = ("model", "optimizer", "model_args", "config", "itos", "step", "best_val_loss")

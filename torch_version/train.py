@@ -333,50 +333,50 @@ def train(args, data, ar, say=print):
 
     loss_name = "NLL" if ar else "NELBO"
     best_step, history, running, n_running = step, [], torch.zeros((), device=device), 0
-    first_step, eval_seconds, start, writer = step, 0.0, time.time(), CheckpointWriter()
+    first_step, eval_seconds, start = step, 0.0, time.time()
     bar = tqdm(total=args.max_iters, initial=step, disable=True if args.quiet else None,  # None: off when not a terminal
                desc=name, unit="step", leave=False)
-    while step < args.max_iters:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, args)
-        x0 = get_batch(data, args.batch_size, generator)
-        with autocast:
-            loss = batch_loss(train_model, x0, ar, generator, args, mask_id, pad_id)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        if ema is not None:  # ema += (1 - decay) * (weights - ema); a shorter memory in the first steps
-            decay = min(args.ema, (1 + step) / (10 + step))
-            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
-        if data["kind"] == "names" and not ar:  # per token -> per character, as evaluated (SPEC 5)
-            loss = loss * x0.numel() / ((x0 != pad_id).sum() + len(x0))
-        running += loss.detach()  # summed on the device: no host sync per step
-        n_running += 1
-        bar.update(1)
-        if step % args.eval_interval == 0 or step == args.max_iters:
-            train_loss = running.item() / n_running
-            eval_start = time.time()
-            val, se = evaluate(evaluated, data, ar, args.eval_draws, True, autocast, mask_id, pad_id)
-            history.append((step, train_loss, val, se))
-            if not (math.isfinite(train_loss) and math.isfinite(val)):
-                raise TrainingError(f"the {name} diverged by step {step} (training loss {train_loss:g}, held-out "
-                                    f"{val:g}) and nothing after it was saved; try a lower --lr.")
-            improved = val < best
-            if improved:
-                best, best_step, saved_step = val, step, step
-                writer.save(path, model=evaluated.state_dict(), optimizer=optimizer.state_dict(),
-                            **({"model_raw": model.state_dict()} if ema is not None else {}),
-                            model_args=asdict(config), config=train_config, itos=itos, step=step,
-                            best_val_loss=best, rng=dict(batches=generator.get_state(), **devices.rng_state(device)))
-            if not args.quiet:
-                bar.write(f"step {step}: train {loss_name} {train_loss:.4f}, held-out {loss_name} {val:.4f} "
-                          f"+- {se:.4f} nats/char{' (best, saved)' if improved else ''}")
-            running, n_running = torch.zeros((), device=device), 0
-            eval_seconds += time.time() - eval_start
+    with CheckpointWriter() as writer:  # leaving it, even by Ctrl-C, finishes the last write first
+        while step < args.max_iters:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, args)
+            x0 = get_batch(data, args.batch_size, generator)
+            with autocast:
+                loss = batch_loss(train_model, x0, ar, generator, args, mask_id, pad_id)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if ema is not None:  # ema += (1 - decay) * (weights - ema); a shorter memory in the first steps
+                decay = min(args.ema, (1 + step) / (10 + step))
+                torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+            if data["kind"] == "names" and not ar:  # per token -> per character, as evaluated (SPEC 5)
+                loss = loss * x0.numel() / ((x0 != pad_id).sum() + len(x0))
+            running += loss.detach()  # summed on the device: no host sync per step
+            n_running += 1
+            bar.update(1)
+            if step % args.eval_interval == 0 or step == args.max_iters:
+                train_loss = running.item() / n_running
+                eval_start = time.time()
+                val, se = evaluate(evaluated, data, ar, args.eval_draws, True, autocast, mask_id, pad_id)
+                history.append((step, train_loss, val, se))
+                if not (math.isfinite(train_loss) and math.isfinite(val)):
+                    raise TrainingError(f"the {name} diverged by step {step} (training loss {train_loss:g}, held-out "
+                                        f"{val:g}) and nothing after it was saved; try a lower --lr.")
+                improved = val < best
+                if improved:
+                    best, best_step, saved_step = val, step, step
+                    writer.save(path, model=evaluated.state_dict(), optimizer=optimizer.state_dict(),
+                                **({"model_raw": model.state_dict()} if ema is not None else {}),
+                                model_args=asdict(config), config=train_config, itos=itos, step=step,
+                                best_val_loss=best, rng=dict(batches=generator.get_state(), **devices.rng_state(device)))
+                if not args.quiet:
+                    bar.write(f"step {step}: train {loss_name} {train_loss:.4f}, held-out {loss_name} {val:.4f} "
+                              f"+- {se:.4f} nats/char{' (best, saved)' if improved else ''}")
+                running, n_running = torch.zeros((), device=device), 0
+                eval_seconds += time.time() - eval_start
     bar.close()
-    writer.wait()  # the best checkpoint is on disk before anyone reads it
     seconds = time.time() - start
     return dict(name=name, model=evaluated, config=config, path=path, best=best, best_step=best_step,
                 seconds=seconds, eval_seconds=eval_seconds, tokens=(step - first_step) * args.batch_size * config.block_size,
