@@ -1,6 +1,6 @@
 """Get the two datasets of the series, verified by checksum.
 
-    names.txt             32,032 US first names (SSA, 2018), one per line
+    names.txt             32,033 US first names (SSA, 2018), one per line
     tiny_shakespeare.txt  1.1M characters of Shakespeare's plays
 
 Where a file comes from, first match wins:
@@ -9,7 +9,8 @@ Where a file comes from, first match wins:
     3. a download from its public address (then saved to 2)
 Every file is checked against its SHA-256 before use; a mismatch is refused, never used.
 
-    python3 data/fetch.py            # fetch both and print their statistics
+    python3 data/fetch.py                 # fetch both and print their statistics
+    python3 data/fetch.py --data-dir DIR  # check the copies in DIR instead
 """
 import hashlib
 import os
@@ -19,6 +20,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the project root
+sys.path.insert(0, str(ROOT))  # so `common` imports when this file runs as a script
+from common.files import read_problem  # noqa: E402
 
 DATASETS = {  # name: (public address, sha256, where a download is kept)
     "names.txt": (
@@ -39,7 +42,10 @@ class DatasetError(Exception):
 
 
 def sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as err:
+        raise DatasetError(read_problem(err, path)) from None
 
 
 def _checked(path, expected):
@@ -81,15 +87,26 @@ def dataset_path(name, data_dir=None, download=True):
     return kept
 
 
+def read_text(path):
+    """A UTF-8 text file as a string, without a byte-order mark (an editor's, not a character of
+    the data); DatasetError, one sentence, when it cannot be read."""
+    try:
+        return Path(path).read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        raise DatasetError(read_problem(err, path)) from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path} is not a UTF-8 text file.") from None
+
+
 def load_names(data_dir=None):
     """The names, lower-case, in file order."""
-    text = dataset_path("names.txt", data_dir).read_text(encoding="utf-8")
+    text = read_text(dataset_path("names.txt", data_dir))
     return [w.strip() for w in text.splitlines() if w.strip()]
 
 
 def load_text(data_dir=None):
     """Tiny Shakespeare as one string."""
-    return dataset_path("tiny_shakespeare.txt", data_dir).read_text(encoding="utf-8")
+    return read_text(dataset_path("tiny_shakespeare.txt", data_dir))
 
 
 def split_names(words):
@@ -107,9 +124,14 @@ def split_text(text):
 
 
 if __name__ == "__main__":
+    import argparse
+    parser = argparse.ArgumentParser(description="Fetch names.txt and tiny_shakespeare.txt, check their SHA-256, "
+                                     "and print their statistics.")
+    parser.add_argument("--data-dir", help="a folder that holds both files (else DIFFUSION_DATA_DIR, else download)")
+    args = parser.parse_args()
     try:
-        words = load_names()
-        text = load_text()
+        words = load_names(args.data_dir)
+        text = load_text(args.data_dir)
     except DatasetError as err:
         sys.exit(f"error: {err}")
     lengths = [len(w) for w in words]

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` imports from any folder
+from common import cli  # noqa: E402  (argument types shared by every script)
 from data.fetch import DatasetError, load_names, split_names  # noqa: E402
 
 BLOCK_SIZE = 16        # L: the longest name (15) plus at least one PAD
@@ -213,15 +214,13 @@ def sample_ancestral(denoise, n, mask_id, rng, steps=SAMPLE_STEPS, temperature=1
 # ---------------------------------------------------------------- putting it together
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=STEPS, help="training steps")
-    parser.add_argument("--seed", type=int, default=1337, help="seed for every random draw")
-    parser.add_argument("--samples", type=int, default=20, help="names to generate")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0)")
+    parser.add_argument("--steps", type=cli.count(1), default=STEPS, help="training steps")
+    parser.add_argument("--seed", type=cli.seed, default=1337, help="seed for every random draw")
+    parser.add_argument("--samples", type=cli.count(1, 100_000), default=20, help="names to generate")
+    parser.add_argument("--temperature", type=cli.temperature, default=1.0, help="sampling temperature")
     parser.add_argument("--quiet", action="store_true", help="print only the NELBO and the samples")
     parser.add_argument("--data-dir", help="folder holding names.txt (else DIFFUSION_DATA_DIR, else download)")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.samples < 1 or not args.temperature > 0:
-        parser.error("--steps and --samples must be at least 1 and --temperature above 0")
     try:
         words = load_names(args.data_dir)
     except DatasetError as err:

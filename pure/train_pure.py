@@ -21,15 +21,16 @@ copied from minimal on purpose and kept identical: tests/test_cross_tier.py chec
 """
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` imports from any folder
+from common import cli  # noqa: E402  (argument types shared by every script)
+from common.files import atomic_write, output_problem  # noqa: E402
 from data.fetch import DatasetError, load_names, split_names  # noqa: E402
 
 BLOCK_SIZE = 16        # L: the longest name (15) plus at least one PAD
@@ -244,10 +245,7 @@ def save_checkpoint(path, params, state, rng, config):
     meta = {"config": config, "step": state["step"], "best": state["best"], "history": state["history"],
             "rng": rng.bit_generator.state}  # numbers and strings: stored as JSON, loaded without pickle
     arrays["meta"] = np.array(json.dumps(meta))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")  # ends in .npz: np.savez adds nothing
-    os.close(fd)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez(f, **arrays))  # a file object: np.savez adds no suffix
 
 
 def load_checkpoint(path, config):
@@ -256,9 +254,13 @@ def load_checkpoint(path, config):
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
         meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError):  # not a zip of arrays, pickled objects, or no meta
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, TypeError):  # truncated, empty, not
+        #   a zip of arrays, pickled objects, or no meta
         raise CheckpointError(f"{path} is not a readable checkpoint of this tier; "
                               f"run without --resume to start afresh.") from None
+    if not isinstance(meta, dict) or not {"config", "step", "best", "history", "rng"} <= set(meta):
+        raise CheckpointError(f"{path} is not a checkpoint of this tier (its record of the run is incomplete); "
+                              f"run without --resume to start afresh.")
     if meta["config"] != config:
         saved = meta["config"]
         diff = ", ".join(f"{k} {saved.get(k)} vs {config.get(k)}" for k in sorted(set(saved) | set(config))
@@ -518,10 +520,10 @@ def make_plots(out, history, denoise, stoi, itos, train_words, samples, rng):
 # ---------------------------------------------------------------- putting it together
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=STEPS, help="training steps")
-    parser.add_argument("--seed", type=int, default=1337, help="seed for every random draw")
-    parser.add_argument("--samples", type=int, default=20, help="names to print")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0)")
+    parser.add_argument("--steps", type=cli.count(1), default=STEPS, help="training steps")
+    parser.add_argument("--seed", type=cli.seed, default=1337, help="seed for every random draw")
+    parser.add_argument("--samples", type=cli.count(1, 100_000), default=20, help="names to print")
+    parser.add_argument("--temperature", type=cli.temperature, default=1.0, help="sampling temperature")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "out"),
                         help="folder for the checkpoint ckpt.npz and the plots (default pure/out/)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -529,8 +531,6 @@ def main(argv=None):
     parser.add_argument("--quiet", action="store_true", help="print only the NELBO and the samples")
     parser.add_argument("--data-dir", help="folder holding names.txt (else DIFFUSION_DATA_DIR, else download)")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.samples < 1 or not args.temperature > 0:
-        parser.error("--steps and --samples must be at least 1 and --temperature above 0")
     if not args.no_plots:
         try:
             import matplotlib  # noqa: F401  (checked now, used at the end)
@@ -543,10 +543,8 @@ def main(argv=None):
     if max(map(len, words)) >= BLOCK_SIZE:
         sys.exit(f"error: names must be shorter than BLOCK_SIZE = {BLOCK_SIZE} characters.")
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        sys.exit(f"error: cannot create the output folder {out} ({err.strerror}); choose another with --out.")
+    if problem := output_problem(out):
+        sys.exit(f"error: {problem}")
     ckpt = out / "ckpt.npz"
     rng = np.random.default_rng(args.seed)
     stoi, itos = build_vocab(words)

@@ -38,7 +38,7 @@ def items(tmp_path_factory):
     names = folder / "items.txt"
     names.write_text("\n".join("".join(rng.choice(list("abcdefgh"), rng.integers(2, 8))) for _ in range(200)) + "\n")
     prose = folder / "prose.txt"
-    prose.write_text("It was a dark and stormy night; the rain fell in torrents. " * 60)
+    prose.write_text("It was a dark and stormy night; the rain fell in torrents. " * 100)
     return dict(names=names, prose=prose)
 
 

@@ -395,7 +395,7 @@ def test_a_file_of_short_lines_is_a_names_like_dataset_and_prose_a_stream(lines_
     assert data["kind"] == "names" and data["itos"][0] == "." and data["itos"][-1] == "_"
     assert len(data["held"]) == 20 and data["block_size"] == max(map(len, lines_file.read_text().split())) + 1
     prose = tmp_path / "prose.txt"
-    prose.write_text("It was a dark and stormy night; the rain fell in torrents. " * 60, encoding="utf-8")
+    prose.write_text("It was a dark and stormy night; the rain fell in torrents. " * 100, encoding="utf-8")
     data = T.load_dataset(str(prose))
     assert data["kind"] == "text" and data["held"].shape[1] == T.TEXT_BLOCK_SIZE and data["train"].dim() == 1
 

@@ -21,9 +21,7 @@ times them and scores their text.
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` and `torch_version` import from any folder
 from data.fetch import DatasetError, load_text, split_text  # noqa: E402
 from common import cli  # noqa: E402
+from common.files import atomic_write, output_problem  # noqa: E402
 from torch_version import devices  # noqa: E402
 from torch_version.diffusion import ar_inputs, encode, host_nll  # noqa: E402
 from torch_version.model import CheckpointError, load_checkpoint  # noqa: E402
@@ -109,11 +108,8 @@ def measure(label, write, judge, vocab_size, samples, seed, device="cpu"):
 
 # ---------------------------------------------------------------- report
 def write_json(path, payload):
-    """Atomically: a temporary file in the same folder, then os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
+    """Whole or not at all (common/files.py)."""
+    atomic_write(path, lambda f: f.write(json.dumps(payload, indent=1).encode("utf-8")))
 
 
 def plot(rows, ar_row, data_row, path, chars):
@@ -167,6 +163,9 @@ def main(argv=None):
         parser.error(problem)
 
     ckpt_path, ar_path = Path(args.ckpt), Path(args.ckpt_ar)
+    out_dir = Path(args.out) if args.out else ckpt_path.parent
+    if problem := output_problem(out_dir):  # before any work
+        sys.exit(f"error: {problem}")
     try:
         model, ckpt = load_checkpoint(ckpt_path, args.device)
         twin, ckpt_ar = load_checkpoint(ar_path, args.device)
@@ -183,8 +182,6 @@ def main(argv=None):
     if not 1 <= block_chars <= block_size or max(args.steps) > block_chars:
         parser.error(f"--block-chars must be in 1..{block_size}, and --steps at most --block-chars "
                      f"({block_chars}): the confidence sampler unmasks at least one character per step")
-    out_dir = Path(args.out) if args.out else ckpt_path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
         val_ids = encode(val, {c: i for i, c in enumerate(itos)})
     except ValueError as err:

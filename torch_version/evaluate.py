@@ -32,7 +32,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from data.fetch import DatasetError  # noqa: E402
 from pure.train_pure import sample_metrics  # noqa: E402
 from torch_version import diffusion  # noqa: E402
 from common import cli  # noqa: E402
+from common.files import atomic_write, output_problem  # noqa: E402
 from torch_version import devices  # noqa: E402
 from torch_version.sample import (SAMPLERS, checkpoint_precision, generate_ar, load_or_exit,  # noqa: E402
                                   make_denoiser)
@@ -250,11 +250,8 @@ def plot(report, path):
 
 
 def write_atomic(path, text):
-    """Write a text file whole or not at all: a temporary file in the same folder, then os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Write a text file whole or not at all (common/files.py)."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 # ---------------------------------------------------------------- putting it together
@@ -280,6 +277,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     path = Path(args.checkpoint)
+    if problem := output_problem(Path(args.out) if args.out else path.parent):  # before any work
+        sys.exit(f"error: {problem}")
     judge_path = Path(args.judge) if args.judge else path.with_name("ckpt_ar.pt")
     model, ckpt = load_or_exit(path, args.device, False, "give the diffusion checkpoint there")
     args.device = args.device or devices.default_device(ckpt["config"].get("dataset", "names"))
@@ -289,15 +288,20 @@ def main(argv=None):
         sys.exit(f"error: the judge {judge_path} was trained on another vocabulary than {path}; "
                  f"train the AR twin on the same dataset (train.py --ar).")
     try:
-        cells = parse_grid(args.grid or (NAMES_GRID if ckpt["config"]["kind"] == "names" else TEXT_GRID))
+        cells = parse_grid(args.grid or (NAMES_GRID if ckpt["config"].get("kind") == "names" else TEXT_GRID))
     except ValueError as err:
         parser.error(str(err))
+    if "dataset" not in ckpt["config"]:
+        sys.exit(f"error: {path} does not say which dataset trained it; train it again with torch_version/train.py.")
     try:
         data = load_dataset(ckpt["config"]["dataset"], args.data_dir, args.device)
     except DatasetError as err:
         sys.exit(f"error: {err}")
     if data["itos"] != ckpt["itos"]:
         sys.exit(f"error: {path} was trained on another vocabulary than {ckpt['config']['dataset']} has now.")
+    if ckpt["config"].get("data_sha256", data["sha256"]) != data["sha256"]:
+        sys.exit(f"error: {ckpt['config']['dataset']} has changed since {path} was trained on it (its checksum "
+                 f"differs), so its held-out split is not the one trained around; score it on the original file.")
     try:
         report = run(args, model, judge_model, data, cells, ckpt["config"].get("schedule", "linear"),
                      checkpoint_precision(ckpt, args.device))

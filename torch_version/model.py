@@ -21,8 +21,6 @@ hand-written backprop). Where pure's MLP reads the whole flattened name at once,
 position reads the others through attention, so positions must be given explicitly (rotary
 and a learned table, see Transformer). The checkpoint format lives here too.
 """
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from common.files import atomic_write, read_problem
 
 
 @dataclass
@@ -213,19 +213,10 @@ class Transformer(nn.Module):
 
 # ---------------------------------------------------------------- checkpoints
 def save_checkpoint(path, **fields):
-    """torch.save(fields) atomically: a temporary file in the same folder, then os.replace, so a
-    run killed mid-write leaves the previous checkpoint whole. Fields hold only plain types and
+    """torch.save(fields) atomically (common/files.py: a temporary file, then a rename, so a run
+    killed mid-write leaves the previous checkpoint whole). Fields hold only plain types and
     tensors, so torch.load(..., weights_only=True) reads them back."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(fields, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(fields, f))
 
 
 def to_host(fields):
@@ -286,7 +277,8 @@ class CheckpointWriter:
         return False
 
 
-CHECKPOINT_KEYS = ("model", "optimizer", "model_args", "config", "itos", "step", "best_val_loss")
+CHECKPOINT_FIELDS = dict(model=dict, optimizer=dict, model_args=dict, config=dict, itos=list, step=int,
+                         best_val_loss=(float, int))  # what every reader relies on, and its type
 
 
 def read_checkpoint(path, device="cpu"):
@@ -297,12 +289,17 @@ def read_checkpoint(path, device="cpu"):
         raise CheckpointError(f"no checkpoint at {path}; train one first with torch_version/train.py.")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
+    except OSError as err:  # permissions, a folder: not the file's fault
+        raise CheckpointError(read_problem(err, path)) from None
     except Exception as err:  # truncated, not a torch file, or holding objects weights_only refuses
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}); "
                               f"delete it and train again.") from None
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path} is not a checkpoint of this project (missing {', '.join(missing)}).")
+    wrong = [k for k, kind in CHECKPOINT_FIELDS.items() if not isinstance(ckpt, dict) or not isinstance(ckpt.get(k), kind)]
+    if not wrong and not all(isinstance(c, str) for c in ckpt["itos"]):
+        wrong = ["itos"]
+    if wrong:
+        raise CheckpointError(f"{path} is not a checkpoint of this project (missing or malformed: {', '.join(wrong)}); "
+                              f"train it again.")
     return ckpt
 
 
@@ -313,7 +310,7 @@ def load_checkpoint(path, device="cpu"):
     try:
         model = Transformer(ModelConfig(**ckpt["model_args"]))
         model.load_state_dict(ckpt["model"])
-    except (TypeError, ValueError, RuntimeError, AssertionError) as err:
+    except (TypeError, ValueError, RuntimeError, AssertionError, KeyError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} does not fit this version of model.py ({first_line}); "
                               f"train it again.") from None

@@ -31,6 +31,7 @@ compilation, a second dataset (Shakespeare, or any text file) and the AR twin ar
 """
 import argparse
 import copy
+import hashlib
 import math
 import sys
 import time
@@ -42,7 +43,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` and `torch_version` import from any folder
 from common import cli  # noqa: E402
-from data.fetch import DatasetError, load_names, load_text, split_names, split_text  # noqa: E402
+from common.files import output_problem  # noqa: E402
+from data.fetch import DatasetError, load_names, load_text, read_text, split_names, split_text  # noqa: E402
 from torch_version import devices, diffusion  # noqa: E402
 from torch_version.muon import MuonAdamW  # noqa: E402
 from torch_version.model import (CheckpointError, CheckpointWriter, ModelConfig,  # noqa: E402
@@ -96,25 +98,30 @@ def load_dataset(name, data_dir=None, device="cpu"):
     """names, shakespeare or a PATH -> dict with the vocabulary, training data, held-out
     sequences (N, L) and their character counts (len + 1 for names, L for text windows). The
     training data and the held-out sequences are put on `device`, where the model will be."""
+    why_text = ""  # for a PATH read as running text: the line that made it so
     if name == "names":
         kind, items = "names", load_names(data_dir)
     elif name == "shakespeare":
         kind, items = "text", load_text(data_dir)
     else:
-        path = Path(name)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise DatasetError(f"cannot read {path} as a UTF-8 text file ({type(err).__name__}).") from None
+        text = read_text(name)
         lines = text.splitlines()
-        if len(lines) >= 10 and all(0 < len(line.strip()) <= MAX_ITEM_LEN for line in lines):
+        odd = next((i for i, line in enumerate(lines) if not 0 < len(line.strip()) <= MAX_ITEM_LEN), None)
+        if len(lines) >= 10 and odd is None:
             kind, items = "names", [line.strip() for line in lines]  # one item per line, like names.txt
         else:
             kind, items = "text", text
+            if odd is not None and len(lines) >= 10:
+                why_text = (f" (it is read as running text, not one item per line, because its line {odd + 1} "
+                            f"{'is empty' if not lines[odd].strip() else f'has more than {MAX_ITEM_LEN} characters'})")
+    digest = hashlib.sha256((items if kind == "text" else "\n".join(items)).encode("utf-8")).hexdigest()
     if kind == "names":
         block_size = max(map(len, items)) + 1  # at least one PAD: the model learns where a name ends
         stoi, itos = diffusion.build_vocab(items, pad=True)
         train_items, held_items = split_names(items)
+        if len(held_items) < 2:
+            raise DatasetError(f"{name} is too small: every 10th item is held out, and a standard error needs "
+                               f"at least 2 of them (11 items or more).")
         held = diffusion.encode(held_items, stoi, block_size)
         n_chars = torch.tensor([len(w) + 1 for w in held_items])  # letters + one end-of-name (SPEC 5)
         train = diffusion.encode(train_items, stoi, block_size)  # (N, L)
@@ -122,14 +129,16 @@ def load_dataset(name, data_dir=None, device="cpu"):
         block_size = SHAKESPEARE["block_size"] if name == "shakespeare" else TEXT_BLOCK_SIZE
         stoi, itos = diffusion.build_vocab([items], pad=False)
         train_text, val_text = split_text(items)
-        if len(val_text) < block_size:
-            raise DatasetError(f"{name} is too short: its last 10% must hold one {block_size}-character window.")
+        if len(val_text) < 2 * block_size:
+            raise DatasetError(f"{name} is too short{why_text}: its last 10% must hold two {block_size}-character "
+                               f"windows, for a standard error.")
         train = diffusion.encode(train_text, stoi)  # (n_chars,) one stream
         val = diffusion.encode(val_text, stoi)
         held = val[: len(val) // block_size * block_size].view(-1, block_size)  # non-overlapping windows
         n_chars = torch.full((len(held),), block_size)
     return dict(kind=kind, stoi=stoi, itos=itos, block_size=block_size, train=train.to(device),
-                held=held.to(device), n_chars=n_chars, n_train=len(train_items) if kind == "names" else len(train))
+                held=held.to(device), n_chars=n_chars, n_train=len(train_items) if kind == "names" else len(train),
+                sha256=digest)  # of the items as read: a checkpoint is only resumed or scored on the same data
 
 
 def get_batch(data, batch_size, generator):
@@ -276,6 +285,12 @@ def check_resumable(path, ckpt, config, itos, train_config):
                               f"or train afresh here with another --out.")
     if ckpt["itos"] != itos:
         raise CheckpointError(f"{path} was trained on another vocabulary; resume it on the same dataset.")
+    if ckpt["config"].get("data_sha256", train_config["data_sha256"]) != train_config["data_sha256"]:
+        raise CheckpointError(f"{path} was trained on another version of {train_config['dataset']} (its checksum "
+                              f"differs); resume it on the data it was trained on, or train afresh with another --out.")
+    rng = ckpt.get("rng")
+    if not (isinstance(rng, dict) and all(isinstance(rng.get(k), torch.Tensor) for k in ("batches", "torch"))):
+        raise CheckpointError(f"{path} holds no random-generator states to resume from; train afresh with another --out.")
     changed = [f"{k}={ckpt['model_args'].get(k)} (now {v})" for k, v in asdict(config).items()
                if ckpt["model_args"].get(k) != v]
     changed += [f"{flag} {ckpt['config'][key]} (now {train_config[key]})" for key, flag in FIXED_ON_RESUME.items()
@@ -300,7 +315,8 @@ def train(args, data, ar, say=print):
                         max_iters=args.max_iters,
                         weight_decay=args.weight_decay, seed=args.seed, mask_id=mask_id, pad_id=pad_id,
                         bos_id=mask_id,  # the AR twin's start token is MASK (diffusion.ar_inputs)
-                        device=devices.kind(device), dtype=args.precision, ema=args.ema, deterministic=args.deterministic)
+                        device=devices.kind(device), dtype=args.precision, ema=args.ema, deterministic=args.deterministic,
+                        data_sha256=data["sha256"])
     # The EMA copy averages the weights over the last ~1 / (1 - decay) steps: it smooths the noise
     # of single batches (large in diffusion, where each name gets one random mask), and it is
     # the model that gets evaluated, saved and sampled.
@@ -496,6 +512,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if problem := output_problem(args.out):  # before any work
+        sys.exit(f"error: {problem}")
     devices.setup(args.device, args.deterministic)
     try:
         data = load_dataset(args.dataset, args.data_dir, args.device)

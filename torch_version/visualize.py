@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
 from common import cli  # noqa: E402
+from common.files import output_problem  # noqa: E402
 from torch_version import devices  # noqa: E402
 from torch_version.sample import (SAMPLERS, TAU, checkpoint_precision, generate_ar, load_or_exit,  # noqa: E402
                                   make_denoiser)
@@ -371,6 +372,8 @@ def main(argv=None):
         "denoising_compare.gif" if args.compare else "denoising.gif")
     if gif.suffix.lower() != ".gif":
         parser.error(f"--out must end in .gif, not {gif.name!r}")
+    if not args.tui and (problem := output_problem(gif.parent)):  # before any sampling
+        sys.exit(f"error: {problem}")
 
     path = Path(args.ckpt) if args.ckpt else OUT_DIR / args.dataset / "ckpt.pt"
     model, ckpt = load_or_exit(path, args.device, False, "name the diffusion checkpoint")
