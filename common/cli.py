@@ -10,6 +10,7 @@ flag of a kind, so that no script accepts what another refuses:
 """
 import argparse
 import math
+import sys
 
 SEED_MAX = 2**63 - 1
 MANY = 10**9  # an upper end for counts that have no natural one: large, but still allocatable
@@ -62,3 +63,13 @@ def list_of(item):
             raise argparse.ArgumentTypeError(f"must be a comma-separated list, not {text!r}")
         return values
     return parse
+
+
+def run(main):
+    """Run a script's main(); Ctrl-C gets one line, not a traceback, and the shell's exit status 130.
+    (Scripts whose work can be resumed catch it themselves first and say how.)"""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\nstopped (Ctrl-C); nothing was left half-written.", file=sys.stderr)
+        sys.exit(130)

@@ -15,13 +15,12 @@ Every file is checked against its SHA-256 before use; a mismatch is refused, nev
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the project root
 sys.path.insert(0, str(ROOT))  # so `common` imports when this file runs as a script
-from common.files import read_problem  # noqa: E402
+from common.files import atomic_write, read_problem  # noqa: E402
 
 DATASETS = {  # name: (public address, sha256, where a download is kept)
     "names.txt": (
@@ -80,10 +79,7 @@ def dataset_path(name, data_dir=None, download=True):
     if hashlib.sha256(payload).hexdigest() != expected:
         raise DatasetError(f"the download of {name} from {url} does not match its published "
                            f"SHA-256 checksum, so it was not saved; try again later.")
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=kept.parent, delete=False) as tmp:  # atomic write
-        tmp.write(payload)
-    os.replace(tmp.name, kept)
+    atomic_write(kept, lambda f: f.write(payload))  # whole or not at all
     return kept
 
 

@@ -218,3 +218,22 @@ def test_fetch_prints_help_instead_of_downloading_and_names_a_missing_folder():
 def test_from_the_shell_a_bad_input_prints_no_traceback(script, argv):
     done = subprocess.run([sys.executable, str(ROOT / script)] + argv, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr and done.stderr.strip()
+
+
+def test_bench_names_never_prints_the_figures_of_checkpoints_left_by_an_earlier_benchmark(names, tmp_path, capsys):
+    from torch_version import bench_names
+    flags = ["--dataset", str(names), "--max-iters", "2", "--eval-interval", "2", "--out", str(tmp_path)] + TINY
+    bench_names.main(flags)  # a healthy benchmark leaves both checkpoints behind
+    capsys.readouterr()
+    code, message = exit_of(bench_names.main, flags + ["--lr", "1e30"], capsys)  # this one diverges at once
+    assert code == 1 and one_sentence(message) and "diverged" in message
+
+
+def test_ctrl_c_in_any_script_is_one_line_and_exit_130(monkeypatch, capsys):
+    from common import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(interrupted)
+    assert exit_.value.code == 130 and len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -27,7 +27,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
+from common import cli  # noqa: E402
+from common.files import output_problem  # noqa: E402
 from data.fetch import DatasetError  # noqa: E402
+from torch_version.model import CheckpointError  # noqa: E402
 from torch_version import devices, train as T  # noqa: E402
 
 ABLATIONS = {  # one change at a time from the default diffusion config
@@ -61,11 +64,22 @@ def main(argv=None):
     args = T.parse_args(flags)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if problem := output_problem(args.out):
+        sys.exit(f"error: {problem}")
     devices.setup(args.device, args.deterministic)
     try:
         data = T.load_dataset(args.dataset, args.data_dir, args.device)  # on the device the models train on
     except DatasetError as err:
         sys.exit(f"error: {err}")
+    try:
+        compare(ours, flags, data)
+    except (CheckpointError, T.TrainingError) as err:  # a run reports only its own figures, or nothing
+        sys.exit(f"error: {err}")
+
+
+def compare(ours, flags, data):
+    """The two models' table and ratio, then the ablations if asked for."""
+    args = T.parse_args(flags)
     print(f"{args.dataset}: {data['n_train']:,} training names, {len(data['held']):,} held out; "
           f"{args.n_layer} layers, n_embd {args.n_embd}, {args.max_iters} steps of {args.batch_size}, on {args.device}")
     print(f"{'held-out, nats/char':<26}{'value':>10}{'+- se':>9}{'bits/char':>11}{'best step':>11}"
@@ -81,4 +95,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
 from data.fetch import DatasetError  # noqa: E402
+from torch_version.model import CheckpointError  # noqa: E402
 from common import cli  # noqa: E402
 from torch_version import devices, train as T  # noqa: E402
 
@@ -140,8 +141,11 @@ def main(argv=None):
 
     results = []
     for ar in (False, True):
-        result = T.train(args, data, ar, say=lambda *a: None)
-        result["nats"], result["se"] = T.final_evaluation(result, data, args)
+        try:
+            result = T.train(args, data, ar, say=lambda *a: None)
+            result["nats"], result["se"] = T.final_evaluation(result, data, args)
+        except (CheckpointError, T.TrainingError) as err:  # a run reports only its own figures, or nothing
+            sys.exit(f"error: {err}")
         results.append(result)
     tokens = results[0]["tokens"]
     print(f"\nheld-out after {tokens / 1e6:.1f}M training tokens ({args.max_iters} steps), "
@@ -155,4 +159,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

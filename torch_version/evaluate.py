@@ -388,4 +388,4 @@ def machine(device):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

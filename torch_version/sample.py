@@ -527,4 +527,4 @@ def show(ids, itos, is_names):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -560,4 +560,4 @@ def train_and_report(args, data, say):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)
