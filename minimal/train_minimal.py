@@ -251,7 +251,7 @@ def main(argv=None):
     samples, trajectory = sample_ancestral(denoise, args.samples, mask_id, rng, temperature=args.temperature)
     print("samples:", " ".join(decode(s, itos).rstrip(PAD) for s in samples))
     times = np.linspace(1, 0, SAMPLE_STEPS + 1)
-    say("denoising trajectory of the first sample:")
+    say("denoising trajectory of the first sample ('_' is MASK, '.' is PAD):")
     for t, xt in zip(times, trajectory):
         say(f"t={t:.2f} {decode(xt[0], itos)}")
 

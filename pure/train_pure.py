@@ -598,7 +598,7 @@ def main(argv=None):
         say(f"{sampler.__name__} ({n:,} names, T={args.temperature}): valid {m['valid']:.1%}, "
             f"copied {m['copied']:.1%}, new {m['new']:.1%}, length TV distance {m['tv_length']:.3f}")
     print("samples:", " ".join(s.rstrip(PAD) for s in samples["sample_ancestral"][:args.samples]))
-    say("denoising trajectory of the first sample:")
+    say("denoising trajectory of the first sample ('_' is MASK, '.' is PAD):")
     for t, xt in zip(np.linspace(1, 0, SAMPLE_STEPS + 1), trajectory):
         say(f"t={t:.2f} {decode(xt[0], itos)}")
     if not args.no_plots:

@@ -286,7 +286,9 @@ def read_checkpoint(path, device="cpu"):
     Its tensors are mapped to `device`; the default, the CPU, lets a caller move only what it needs."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}; train one first with torch_version/train.py.")
+        how = ("torch_version/train.py --ar (the AR twin; --both trains it after the diffusion model)"
+               if path.name == "ckpt_ar.pt" else "torch_version/train.py")
+        raise CheckpointError(f"no checkpoint at {path}; train one first with {how}.")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except OSError as err:  # permissions, a folder: not the file's fault

@@ -510,11 +510,13 @@ def run(args, model, ckpt, lengths):
         texts = [f"{text} ({score:.3f})" for text, score in zip(texts, scores.tolist())]
     if is_names:
         print("samples:", " ".join(texts))
+        if any(text.split(" (")[0].endswith("*") for text in texts):
+            print(f"(* invalid: the name ends ('{itos[0]}', PAD) before its last letter, or has no letter)")
     else:
         for i, text in enumerate(texts):
             print(f"---------------- sample {i + 1}\n{text}")
     if is_names and result is not None and not args.quiet:
-        print("denoising trajectory of the first sample:")
+        print(f"denoising trajectory of the first sample ('{itos[-1]}' is MASK, '{itos[0]}' is PAD):")
         for t, xt in zip(result.times, result.trajectory):
             print(f"t={t:.2f} {decode(xt[0], itos)}")
     print(f"{nfe} network evaluations, {n_new:,} characters in {seconds:.2f} s "
@@ -522,8 +524,12 @@ def run(args, model, ckpt, lengths):
 
 
 def show(ids, itos, is_names):
-    """A sample as text; a name loses its trailing PADs only (SPEC 8: nothing else is hidden)."""
-    return decode(ids, itos).rstrip(itos[0]) if is_names else decode(ids, itos)
+    """A sample as text; a name loses its trailing PADs only (SPEC 8: nothing else is hidden), and an
+    invalid one (a PAD before a letter, or no letter at all) is marked with a '*'."""
+    if not is_names:
+        return decode(ids, itos)
+    name = decode(ids, itos).rstrip(itos[0])
+    return name if name and itos[0] not in name else name + "*"
 
 
 if __name__ == "__main__":

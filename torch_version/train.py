@@ -423,7 +423,7 @@ def print_samples(result, data, args):
     if data["kind"] == "names":
         print("samples:", " ".join(diffusion.decode(s, itos).rstrip(itos[0]) for s in out.samples))
         if not args.quiet:
-            print("denoising trajectory of the first sample:")
+            print(f"denoising trajectory of the first sample ('{itos[-1]}' is MASK, '{itos[0]}' is PAD):")
             for t, xt in zip(out.times, out.trajectory):
                 print(f"t={t:.2f} {diffusion.decode(xt[0], itos)}")
     else:
