@@ -5,8 +5,8 @@ Shared by every tier and tool: the checkpoints, reports and downloads all go thr
   mid-write leaves the previous file whole. The temporary file gets the mode a plain open() would
   give (0666 less the umask), not mkstemp's 0600, and leftovers of earlier killed writes of the
   same file are removed first.
-- output_problem(folder): None if the folder exists, or can be made, and can be written in; else
-  one sentence, checked before any long computation.
+- output_problem(folder): None if the folder can be written in, or made; else one sentence,
+  checked before any long computation (it creates nothing).
 - read_problem(error, path): the sentence for an OSError met while reading a file.
 """
 import os
@@ -38,16 +38,15 @@ def atomic_write(path, write, suffix=".tmp"):
 
 
 def output_problem(folder):
-    """None if `folder` is, or can become, a folder this user can write in; else one sentence."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        return f"{folder} is a file, not a folder; give --out a folder."
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        return f"cannot create the folder {folder} ({err.strerror or err}); give --out another one."
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"cannot write in {folder} (permission denied); give --out a folder of yours."
+    """None if `folder` is a folder this user can write in, or one that can be made (its nearest
+    existing parent is a writable folder); else one sentence. Nothing is created here."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder; give --out a folder."
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "write in" if existing == folder else "create a folder in"
+        return f"cannot {what} {existing} (permission denied); give --out a folder of yours."
     return None
 
 

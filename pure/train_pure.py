@@ -545,6 +545,7 @@ def main(argv=None):
     out = Path(args.out)
     if problem := output_problem(out):
         sys.exit(f"error: {problem}")
+    out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "ckpt.npz"
     rng = np.random.default_rng(args.seed)
     stoi, itos = build_vocab(words)

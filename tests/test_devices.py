@@ -92,9 +92,9 @@ def test_bench_names_trains_both_models_on_the_device(items, tmp_path, capsys):
     assert "ratio diffusion / AR" in capsys.readouterr().out
 
 
-def test_bench_shakespeare_times_and_trains_on_the_device(capsys):
+def test_bench_shakespeare_times_and_trains_on_the_device(capsys, tmp_path):
     with pretend_accelerator() as device:
-        bench_shakespeare.main(["--device", device, "--max-iters", "1", "--eval-interval", "1", "--timing-iters", "1",
+        bench_shakespeare.main(["--device", device, "--out", str(tmp_path), "--max-iters", "1", "--eval-interval", "1", "--timing-iters", "1",
                                 "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "2",
                                 "--eval-draws", "1", "--final-draws", "1"])
     out = capsys.readouterr().out

@@ -502,3 +502,13 @@ def test_both_stopped_before_the_twins_first_checkpoint_is_finished_by_both_resu
     assert (tmp_path / "b" / "ckpt.pt").is_file() and not (tmp_path / "b" / "ckpt_ar.pt").exists()
     resumed, message = run_main(flags + ["--out", str(tmp_path / "b"), "--resume"])
     assert message is None and [r["nats"] for r in resumed] == [r["nats"] for r in full]
+
+
+def test_the_small_shakespeare_preset_is_cpu_sized_with_its_own_windows_and_folder():
+    args = T.parse_args(["--dataset", "shakespeare", "--size", "small"])
+    assert (args.n_layer, args.n_embd, args.block_size, args.device) == (4, 128, 64, "cpu")
+    assert args.out.endswith("shakespeare_small") and T.parse_args(["--dataset", "shakespeare"]).block_size == 256
+    data = T.load_dataset("shakespeare", block_size=args.block_size)
+    assert data["held"].shape[1] == 64 and len(data["held"]) == 111_540 // 64  # the same split, windows of 64
+    with pytest.raises(SystemExit):
+        T.parse_args(["--size", "small"])  # names have no sizes

@@ -115,7 +115,7 @@ def main(argv=None):
     args.timing_iters = ours.timing_iters
     devices.setup(args.device, args.deterministic)
     try:
-        data = T.load_dataset(args.dataset, args.data_dir, args.device)
+        data = T.load_dataset(args.dataset, args.data_dir, args.device, args.block_size)
     except DatasetError as err:
         sys.exit(f"error: {err}")
     name = devices.describe(args.device)

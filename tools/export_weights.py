@@ -1,0 +1,44 @@
+"""Copy a run's checkpoints as weights-only files for weights/, the checkpoints a clone samples from.
+
+A training checkpoint holds the optimizer's moments and the random generators' states so that
+--resume can continue exactly; to sample, evaluate or animate, only the weights, the model's
+config, the vocabulary and the training config are needed, at a third of the size. These files
+load like any checkpoint (torch_version/model.load_checkpoint) but cannot be resumed.
+
+    python3 tools/export_weights.py torch_version/out/names weights/names
+    python3 tools/export_weights.py torch_version/out/shakespeare_small weights/shakespeare_small
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
+from torch_version.model import CheckpointError, read_checkpoint, save_checkpoint  # noqa: E402
+
+KEPT = ("model", "model_args", "config", "itos", "step", "best_val_loss")
+
+
+def export(src, dst):
+    """ckpt.pt and ckpt_ar.pt of folder src -> weights-only copies in folder dst; their paths."""
+    written = []
+    for name in ("ckpt.pt", "ckpt_ar.pt"):
+        ckpt = read_checkpoint(Path(src) / name)
+        save_checkpoint(Path(dst) / name, optimizer={}, weights_only_copy=True, **{k: ckpt[k] for k in KEPT})
+        written.append(Path(dst) / name)
+    return written
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", help="a run's folder, holding ckpt.pt and ckpt_ar.pt")
+    parser.add_argument("dst", help="the folder to write the weights-only copies to")
+    args = parser.parse_args(argv)
+    try:
+        for path in export(args.src, args.dst):
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    except CheckpointError as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()
