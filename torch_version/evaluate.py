@@ -44,8 +44,8 @@ from torch_version import diffusion  # noqa: E402
 from common import cli  # noqa: E402
 from common.files import atomic_write, output_problem  # noqa: E402
 from torch_version import devices  # noqa: E402
-from torch_version.sample import (SAMPLERS, checkpoint_precision, generate_ar, load_or_exit,  # noqa: E402
-                                  make_denoiser)
+from torch_version.sample import (SAMPLERS, WEIGHTS_DIR, checkpoint_precision, default_checkpoint,  # noqa: E402
+                                  generate_ar, load_or_exit, make_denoiser)
 from torch_version.train import FINAL_DRAWS, SHAKESPEARE, evaluate, load_dataset  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
@@ -259,8 +259,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", nargs="?", default=str(OUT_DIR / "names" / "ckpt.pt"),
-                        help="diffusion checkpoint (default torch_version/out/names/ckpt.pt)")
+    parser.add_argument("checkpoint", nargs="?", default=str(default_checkpoint("names")),
+                        help="diffusion checkpoint (default torch_version/out/names/ckpt.pt, or the committed "
+                        "weights/names/ckpt.pt before you have trained one)")
     parser.add_argument("--judge", help="the AR twin that scores samples (default ckpt_ar.pt beside the checkpoint)")
     parser.add_argument("--grid", nargs="+", help=f"samplers and step counts (threshold: tau values), e.g. "
                         f"{' '.join(NAMES_GRID)} (the names default; text: {' '.join(TEXT_GRID)})")
@@ -277,7 +278,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     path = Path(args.checkpoint)
-    if problem := output_problem(Path(args.out) if args.out else path.parent):  # before any work
+    committed = path.resolve().parent.parent == WEIGHTS_DIR.resolve()  # the report goes to out/, not into weights/
+    out = Path(args.out) if args.out else (OUT_DIR / path.parent.name if committed else path.parent)
+    if problem := output_problem(out):  # before any work
         sys.exit(f"error: {problem}")
     judge_path = Path(args.judge) if args.judge else path.with_name("ckpt_ar.pt")
     model, ckpt = load_or_exit(path, args.device, False, "give the diffusion checkpoint there")
@@ -294,7 +297,7 @@ def main(argv=None):
     if "dataset" not in ckpt["config"]:
         sys.exit(f"error: {path} does not say which dataset trained it; train it again with torch_version/train.py.")
     try:
-        data = load_dataset(ckpt["config"]["dataset"], args.data_dir, args.device)
+        data = load_dataset(ckpt["config"]["dataset"], args.data_dir, args.device, model.config.block_size)
     except DatasetError as err:
         sys.exit(f"error: {err}")
     if data["itos"] != ckpt["itos"]:
@@ -310,7 +313,6 @@ def main(argv=None):
     report.update(checkpoint=str(path), judge_checkpoint=str(judge_path), step=ckpt["step"],
                   command=" ".join(["python3", "torch_version/evaluate.py"] + [shlex.quote(a) for a in argv]),
                   machine=machine(args.device))
-    out = Path(args.out) if args.out else path.parent
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
     write_atomic(out / "report.md", markdown(report))

@@ -42,6 +42,7 @@ from torch_version.diffusion import alpha, decode, estimate_nelbo  # noqa: E402
 from torch_version.model import CheckpointError, load_checkpoint  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # committed weights-only copies (weights/README.md)
 SAMPLER = "ancestral"  # ancestral | confidence | threshold
 TAU = 0.9              # threshold sampler: unmask every position at least this confident
 NAMES = 20             # names per run (text: one text)
@@ -350,6 +351,14 @@ def checkpoint_precision(ckpt, device):
         return "float32"
 
 
+def default_checkpoint(dataset, ar=False):
+    """out/<dataset>/ckpt.pt (ckpt_ar.pt for the AR twin) once you have trained one there; before
+    that, the committed copy in weights/<dataset>/, so that sampling works straight after a clone."""
+    name = "ckpt_ar.pt" if ar else "ckpt.pt"
+    trained, committed = OUT_DIR / Path(dataset).stem / name, WEIGHTS_DIR / Path(dataset).stem / name
+    return committed if committed.is_file() and not trained.is_file() else trained
+
+
 def load_or_exit(path, device, causal, hint):
     """(model, checkpoint) from a checkpoint of the expected kind (AR twin if causal), or one
     sentence and exit 1; `hint` says what to do when the kind is wrong. The model is put on
@@ -418,7 +427,7 @@ def main(argv=None):
     if args.device and (problem := devices.device_problem(args.device)):
         parser.error(problem)
 
-    path = Path(args.ckpt or OUT_DIR / Path(args.dataset).stem / ("ckpt_ar.pt" if args.ar else "ckpt.pt"))
+    path = Path(args.ckpt) if args.ckpt else default_checkpoint(args.dataset, args.ar)
     model, ckpt = load_or_exit(path, args.device, args.ar,
                                f"{'add' if not args.ar else 'drop'} --ar or pick the other checkpoint")
     args.device = args.device or devices.default_device(ckpt["config"].get("dataset", "names"))
@@ -446,6 +455,8 @@ def run(args, model, ckpt, lengths):
     if not args.quiet:
         print(f"{'AR twin' if args.ar else 'diffusion model'}: {model.num_params():,} parameters, "
               f"block size {block_size}, trained {ckpt['step']} steps; sampling on {args.device}")
+        if ckpt.get("weights_only_copy"):
+            print("(the committed weights; torch_version/train.py trains your own, which are used from then on)")
     dtype = checkpoint_precision(ckpt, args.device)
     denoise = make_denoiser(model, args.device, dtype)
 

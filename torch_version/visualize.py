@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_versio
 from common import cli  # noqa: E402
 from common.files import output_problem  # noqa: E402
 from torch_version import devices  # noqa: E402
-from torch_version.sample import (SAMPLERS, TAU, checkpoint_precision, generate_ar, load_or_exit,  # noqa: E402
+from torch_version.sample import (SAMPLERS, TAU, checkpoint_precision, default_checkpoint, generate_ar, load_or_exit,  # noqa: E402
                                   make_denoiser)
 
 OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
@@ -375,7 +375,7 @@ def main(argv=None):
     if not args.tui and (problem := output_problem(gif.parent)):  # before any sampling
         sys.exit(f"error: {problem}")
 
-    path = Path(args.ckpt) if args.ckpt else OUT_DIR / args.dataset / "ckpt.pt"
+    path = Path(args.ckpt) if args.ckpt else default_checkpoint(args.dataset)
     model, ckpt = load_or_exit(path, args.device, False, "name the diffusion checkpoint")
     args.device = args.device or devices.default_device(ckpt["config"].get("dataset", "names"))
     model.to(args.device)

@@ -1,0 +1,53 @@
+"""The committed weights (weights/): every entry point samples from them straight after a clone.
+
+A change to model.py or to the checkpoint format that these files no longer fit fails here, in CI,
+instead of on a learner's first command; weights/README.md says how to make them again."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from torch_version import sample, visualize
+from torch_version.model import load_checkpoint
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+FOLDERS = sorted(p for p in WEIGHTS.iterdir() if p.is_dir()) if WEIGHTS.is_dir() else []
+
+
+def test_the_names_and_small_shakespeare_weights_are_committed():
+    assert {p.name for p in FOLDERS} >= {"names", "shakespeare_small"}
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=[p.name for p in FOLDERS])
+def test_committed_weights_load_as_weights_only_and_are_small(folder):
+    for name, causal in (("ckpt.pt", False), ("ckpt_ar.pt", True)):
+        path = folder / name
+        assert path.stat().st_size < 5e6  # a few MB at most
+        model, ckpt = load_checkpoint(path)  # weights_only=True inside
+        assert model.config.causal == causal and ckpt["optimizer"] == {} and "rng" not in ckpt
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=[p.name for p in FOLDERS])
+def test_sample_py_samples_from_the_committed_weights(folder, capsys):
+    names = folder.name == "names"
+    size = ["--samples", "4"] if names else ["--chars", "80", "--steps", "8"]
+    sample.main(["--ckpt", str(folder / "ckpt.pt"), "--device", "cpu"] + size)
+    sample.main(["--ckpt", str(folder / "ckpt_ar.pt"), "--ar", "--device", "cpu"] + size)
+    out = capsys.readouterr().out
+    assert out.count("network evaluations") == 2 and "committed weights" in out
+
+
+def test_without_a_trained_run_the_scripts_default_to_the_committed_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(sample, "OUT_DIR", tmp_path)  # a fresh clone: nothing trained yet
+    assert sample.default_checkpoint("names") == WEIGHTS / "names" / "ckpt.pt"
+    assert sample.default_checkpoint("shakespeare_small", ar=True) == WEIGHTS / "shakespeare_small" / "ckpt_ar.pt"
+    (tmp_path / "names").mkdir()
+    torch.save({}, tmp_path / "names" / "ckpt.pt")  # once you train, your own checkpoint wins
+    assert sample.default_checkpoint("names") == tmp_path / "names" / "ckpt.pt"
+
+
+def test_visualize_animates_the_committed_names_weights(tmp_path):
+    gif = tmp_path / "names.gif"
+    visualize.main(["--ckpt", str(WEIGHTS / "names" / "ckpt.pt"), "--steps", "3", "--samples", "2", "--out", str(gif),
+                    "--device", "cpu"])
+    assert gif.stat().st_size > 0
