@@ -36,3 +36,10 @@ def test_a_bad_number_is_refused_in_one_sentence_before_any_work(name, argv, cap
     assert exit_.value.code == 2 and err[-1].startswith(err[-1].split(":")[0] + ": error: argument " + argv[0])
     bad = argv[1] if argv[1] == "," else argv[1].split(",")[-1]  # a list: the message names its bad entry
     assert "Traceback" not in "\n".join(err) and f"'{bad}'" in err[-1]
+
+
+def test_a_model_too_large_to_allocate_is_refused_before_any_allocation(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["--n-embd", "16384", "--n-head", "128", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and "B parameters" in err[-1] and "Traceback" not in "\n".join(err)

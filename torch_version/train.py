@@ -100,6 +100,7 @@ SHAKESPEARE_SMALL = dict(
     compile=True,
 )
 TEXT_BLOCK_SIZE = 256  # window of a free-running text file (--dataset PATH)
+MAX_PARAMS = 1e9       # larger models are refused up front instead of failing in an allocation
 MAX_ITEM_LEN = 64      # a PATH whose lines are all non-empty and at most this long is a list of items
 WARMUP_ITERS = 100     # linear warm-up of the learning rate
 MIN_LR_RATIO = 0.1     # the cosine decay ends at this fraction of the peak
@@ -521,6 +522,10 @@ def parse_args(argv=None):
         args.precision = devices.precision(args.device, args.dtype)  # "bfloat16" or "float32"
     except ValueError as err:
         parser.error(str(err))
+    if 12 * args.n_layer * args.n_embd ** 2 > MAX_PARAMS:  # the blocks' weights; Adam or Muon keeps 2-3x more
+        parser.error(f"--n-layer {args.n_layer} and --n-embd {args.n_embd} make a model of about "
+                     f"{12 * args.n_layer * args.n_embd ** 2 / 1e9:.1f}B parameters; this script trains up to "
+                     f"{MAX_PARAMS / 1e9:.0f}B")
     if args.n_embd % args.n_head or (args.n_embd // args.n_head) % 2:
         parser.error("--n-embd must be a multiple of --n-head, with an even size per head (rotary positions)")
     if args.ar and args.both:
