@@ -1,6 +1,6 @@
 """Masked diffusion for names in one NumPy file: the complete algorithm.
 
-What it teaches: text diffusion with an absorbing MASK state (../shared/SPEC.md).
+What it teaches: text diffusion with an absorbing MASK state (docs/algorithm.md).
 Noise a name by masking characters at random, train a denoiser to guess the masked
 characters back, and score the model with the negative ELBO, an upper bound on
 -log p(name) that is comparable to an autoregressive model's loss. Sampling starts

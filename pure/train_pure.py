@@ -1,6 +1,6 @@
 """Masked diffusion for names in NumPy, with a denoiser and a training run good enough to study.
 
-Changes from minimal (the diffusion loop of ../shared/SPEC.md is the same; what is new is
+Changes from minimal (the diffusion loop of docs/algorithm.md is the same; what is new is
 a deeper denoiser and the engineering a real run needs):
 - denoiser: the one-hot x position input feeds a residual stream of width N_EMBD, then
   N_LAYER pre-norm blocks h + W2 relu(W1 LN(h)), a final LayerNorm and a linear head

@@ -1,6 +1,6 @@
 """The diffusion loop of the torch tier: tokens, noising, loss and held-out NELBO.
 
-What it teaches: the same algorithm as minimal/train_minimal.py (../shared/SPEC.md), with
+What it teaches: the same algorithm as minimal/train_minimal.py (docs/algorithm.md), with
 the same function names in the same order, written with torch tensors so that it runs
 batched on a GPU. The denoiser is any callable xt (B, L) -> logits (B, L, V-1); in this
 tier it is model.Transformer. The samplers live in sample.py, the training in train.py.

@@ -1,6 +1,6 @@
 """Train the torch tier: a transformer denoiser, or its autoregressive twin, on names or text.
 
-What it teaches: the diffusion loop of ../shared/SPEC.md (diffusion.py) inside the engineering
+What it teaches: the diffusion loop of docs/algorithm.md (diffusion.py) inside the engineering
 of a real training codebase: a device picked for you (devices.py), bf16 autocast where the GPU
 has it, torch.compile,
 Muon or AdamW with warm-up and cosine decay, gradient clipping, a held-out NELBO with its standard
