@@ -87,12 +87,14 @@ SHAKESPEARE = dict(
 # backbone is nanoGPT's "I only have a macbook" config (its AR twin, trained as nanoGPT does, 2,000
 # steps of 12 x 64 with AdamW, reaches 1.875 nats/char here in 79 s: nanoGPT's 1.88). Diffusion
 # needs far more: at 2,000 steps of 32, Muon gave a held-out NELBO of 2.089 against AdamW's 2.489
-# (lr 1e-3), so Muon, and 4,000 steps of 32 windows to fill the minutes. Measured with
-# bench_shakespeare.py --size small; see the README.
+# (lr 1e-3), so Muon, and 4,000 steps of 32 windows to fill the minutes. Width, at those 2,000
+# steps: 64 -> 2.095, 128 -> 2.089, 192 -> 2.118, so 128; 64 costs about half as much per step and
+# may do better at equal wall time (not measured yet). The k-form loss integrates time out, so
+# there is no noise schedule to choose. Measured with bench_shakespeare.py --size small; see the README.
 SHAKESPEARE_SMALL = dict(
     n_layer=4, n_head=4, n_embd=128,   # about 0.8M parameters
     block_size=64,                     # characters per window (and per held-out window)
-    dropout=0.0,                       # 8M training characters seen of 1M: no sign of overfitting yet
+    dropout=0.0,                       # both models are best at their last step: no overfitting to fight
     batch_size=32, max_iters=4000,
     optimizer="muon", lr=1.5e-2,       # the names default's rule and rate
     eval_interval=500,
