@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from minimal import train_minimal
+from tests.conftest import write_names_like
 from pure import train_pure
 from torch_version import bench_sampling, evaluate, sample, visualize
 from torch_version import train as T
@@ -42,11 +43,7 @@ def one_sentence(message):
 
 @pytest.fixture(scope="module")
 def names(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("names")
-    rng = np.random.default_rng(0)
-    path = folder / "items.txt"
-    path.write_text("\n".join("".join(rng.choice(list("abcdefgh"), rng.integers(2, 8))) for _ in range(200)) + "\n")
-    return path
+    return write_names_like(tmp_path_factory.mktemp("names") / "items.txt")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import write_names_like
 from tests.pretend_device import DeviceMismatch, Float64OnDevice, pretend_accelerator
 from torch_version import bench_names, bench_sampling, bench_shakespeare, devices, diffusion, evaluate, sample
 from torch_version import train as T
@@ -34,9 +35,7 @@ mps = pytest.mark.skipif(not torch.backends.mps.is_available(), reason="needs Ap
 def items(tmp_path_factory):
     """A names-like list file and a prose file, small enough to train on in a second."""
     folder = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    names = folder / "items.txt"
-    names.write_text("\n".join("".join(rng.choice(list("abcdefgh"), rng.integers(2, 8))) for _ in range(200)) + "\n")
+    names = write_names_like(folder / "items.txt")
     prose = folder / "prose.txt"
     prose.write_text("It was a dark and stormy night; the rain fell in torrents. " * 100)
     return dict(names=names, prose=prose)

@@ -79,7 +79,7 @@ def test_same_length_holds_the_last_frame_of_the_shorter_film():
 
 
 def test_confidence_map_is_nan_exactly_where_the_position_is_already_unmasked(ckpt):
-    model, _ = load_or_exit(ckpt, "cpu", False, "name the diffusion checkpoint")
+    model, _, _ = load_or_exit(ckpt, "cpu", False, "name the diffusion checkpoint")
     result = sample_ancestral(lambda xt: model(xt).detach(), 3, L, len(ITOS) - 1, torch.Generator().manual_seed(0),
                               steps=L)
     for row in range(3):

@@ -283,10 +283,8 @@ def main(argv=None):
     if problem := output_problem(out):  # before any work
         sys.exit(f"error: {problem}")
     judge_path = Path(args.judge) if args.judge else path.with_name("ckpt_ar.pt")
-    model, ckpt = load_or_exit(path, args.device, False, "give the diffusion checkpoint there")
-    args.device = args.device or devices.default_device(ckpt["config"].get("dataset", "names"))
-    model.to(args.device)
-    judge_model, judge_ckpt = load_or_exit(judge_path, args.device, True, "give the AR twin with --judge")
+    model, ckpt, args.device = load_or_exit(path, args.device, False, "give the diffusion checkpoint there")
+    judge_model, judge_ckpt, _ = load_or_exit(judge_path, args.device, True, "give the AR twin with --judge")
     if judge_ckpt["itos"] != ckpt["itos"]:
         sys.exit(f"error: the judge {judge_path} was trained on another vocabulary than {path}; "
                  f"train the AR twin on the same dataset (train.py --ar).")

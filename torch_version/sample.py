@@ -360,19 +360,19 @@ def default_checkpoint(dataset, ar=False):
 
 
 def load_or_exit(path, device, causal, hint):
-    """(model, checkpoint) from a checkpoint of the expected kind (AR twin if causal), or one
-    sentence and exit 1; `hint` says what to do when the kind is wrong. The model is put on
-    `device`; device None leaves it on the CPU, for the caller to place once the checkpoint's
-    dataset has picked the default device (devices.default_device)."""
+    """(model, checkpoint, device) from a checkpoint of the expected kind (AR twin if causal), or
+    one sentence and exit 1; `hint` says what to do when the kind is wrong. The model is put on
+    `device`; device None means the default for the checkpoint's dataset (devices.default_device)."""
     if device is not None and (problem := devices.device_problem(device)):
         sys.exit(f"error: {problem}")
     try:
-        model, ckpt = load_checkpoint(path, device or "cpu")
+        model, ckpt = load_checkpoint(path)
     except CheckpointError as err:
         sys.exit(f"error: {err}")
     if model.config.causal != causal:
         sys.exit(f"error: {path} holds {'an AR' if model.config.causal else 'a diffusion'} model; {hint}.")
-    return model, ckpt
+    device = device or devices.default_device(ckpt["config"].get("dataset", "names"))
+    return model.to(device), ckpt, device
 
 
 def parse_range(text):
@@ -428,10 +428,8 @@ def main(argv=None):
         parser.error(problem)
 
     path = Path(args.ckpt) if args.ckpt else default_checkpoint(args.dataset, args.ar)
-    model, ckpt = load_or_exit(path, args.device, args.ar,
-                               f"{'add' if not args.ar else 'drop'} --ar or pick the other checkpoint")
-    args.device = args.device or devices.default_device(ckpt["config"].get("dataset", "names"))
-    model.to(args.device)
+    model, ckpt, args.device = load_or_exit(path, args.device, args.ar,
+                                            f"{'add' if not args.ar else 'drop'} --ar or pick the other checkpoint")
     try:
         run(args, model, ckpt, lengths)
     except ValueError as err:  # bad prompts, templates and step counts: one sentence each

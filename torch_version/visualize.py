@@ -37,7 +37,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
 from common import cli  # noqa: E402
 from common.files import output_problem  # noqa: E402
-from torch_version import devices  # noqa: E402
 from torch_version.sample import (SAMPLERS, TAU, checkpoint_precision, default_checkpoint, generate_ar, load_or_exit,  # noqa: E402
                                   make_denoiser)
 
@@ -376,9 +375,7 @@ def main(argv=None):
         sys.exit(f"error: {problem}")
 
     path = Path(args.ckpt) if args.ckpt else default_checkpoint(args.dataset)
-    model, ckpt = load_or_exit(path, args.device, False, "name the diffusion checkpoint")
-    args.device = args.device or devices.default_device(ckpt["config"].get("dataset", "names"))
-    model.to(args.device)
+    model, ckpt, args.device = load_or_exit(path, args.device, False, "name the diffusion checkpoint")
     dtype = checkpoint_precision(ckpt, args.device)
     itos = ckpt["itos"]
     mask_id, block_size = len(itos) - 1, model.config.block_size
@@ -407,7 +404,7 @@ def main(argv=None):
     films = [film]
     if args.compare:
         ar_path = Path(args.ar_ckpt) if args.ar_ckpt else path.with_name("ckpt_ar.pt")
-        ar_model, ar_ckpt = load_or_exit(ar_path, args.device, True, "name the AR twin with --ar-ckpt")
+        ar_model, ar_ckpt, _ = load_or_exit(ar_path, args.device, True, "name the AR twin with --ar-ckpt")
         if ar_ckpt["itos"] != itos:
             sys.exit(f"error: {ar_path} was trained on another vocabulary than {path}; train both on one dataset.")
         films = same_length([film, ar_film(ar_model, n, L, mask_id, generator, args.temperature, pad_id,
