@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` imports from any folder
 from common import cli  # noqa: E402  (argument types shared by every script)
 from common.files import atomic_write, output_problem  # noqa: E402
+from common.metrics import name_of, sample_metrics  # noqa: E402,F401  (SPEC 5's sample metrics, shared)
 from data.fetch import DatasetError, load_names, split_names  # noqa: E402
 
 BLOCK_SIZE = 16        # L: the longest name (15) plus at least one PAD
@@ -381,25 +382,8 @@ def sample_confidence(denoise, n, mask_id, rng, steps=SAMPLE_STEPS, temperature=
     return xt, trajectory
 
 
-def name_of(sample):
-    """The name a decoded sample spells, or None unless it is letters followed only by PADs."""
-    w = sample.rstrip(PAD)
-    return w if w and PAD not in w and MASK not in w else None
-
-
-def sample_metrics(samples, train_words, real_words):
-    """Scores for generated names (SPEC 5). samples: decoded strings with PAD and MASK visible.
-    valid: letters followed only by PADs; copied: valid and a training name; new: valid and not;
-    tv_length: total-variation distance between the lengths of the valid samples and of real_words."""
-    valid = [w for w in map(name_of, samples) if w is not None]
-    train_set = set(train_words)
-    copied = sum(w in train_set for w in valid)
-    n_bins = max(map(len, list(real_words) + valid)) + 1
-    real = np.bincount([len(w) for w in real_words], minlength=n_bins) / len(real_words)
-    gen = np.bincount([len(w) for w in valid], minlength=n_bins) / max(1, len(valid))
-    return {"valid": len(valid) / len(samples), "copied": copied / len(samples),
-            "new": (len(valid) - copied) / len(samples),
-            "tv_length": 0.5 * np.abs(gen - real).sum() if valid else 1.0}
+# name_of and sample_metrics (valid, copied, new, length distance): common/metrics.py, imported above,
+# the one definition every tier and tool scores its samples with.
 
 
 # ---------------------------------------------------------------- plots

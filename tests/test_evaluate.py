@@ -8,7 +8,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from pure.train_pure import sample_metrics
+from common.metrics import sample_metrics
 from torch_version import diffusion, evaluate
 from torch_version.model import ModelConfig, Transformer, save_checkpoint
 
@@ -46,7 +46,7 @@ def test_shares_and_length_distance_of_hand_made_names():
     assert report["tv_length"] == pytest.approx(0.25)
 
 
-def test_validity_per_row_agrees_with_pure_sample_metrics():
+def test_validity_per_row_agrees_with_the_shared_sample_metrics():
     assert evaluate.valid_rows(ids(SAMPLES), 0, MASK_ID).tolist() == [True, True, True, False, False, False]
     assert evaluate.valid_rows(ids(SAMPLES), 0, MASK_ID).double().mean().item() == pytest.approx(
         sample_metrics(SAMPLES, TRAIN_WORDS, REAL_WORDS)["valid"])
