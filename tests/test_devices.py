@@ -235,7 +235,7 @@ def test_evaluate_scores_in_the_precision_the_model_was_trained_in(items, tmp_pa
     """A bf16-trained checkpoint evaluated in bf16 gives training's own final figure."""
     T.main(["--dataset", str(items["names"]), "--both", "--max-iters", "2", "--eval-interval", "2", "--dtype",
             "bfloat16", "--device", "cpu", "--out", str(tmp_path), "--final-draws", "1"] + TINY[:-1])
-    trained_figure = float(re.search(r"diffusion NELBO: ([0-9.]+)", capsys.readouterr().out).group(1))
+    trained_figure = float(re.search(r"held-out NELBO \([^)]*\): ([0-9.]+)", capsys.readouterr().out).group(1))
     evaluate.main([str(tmp_path / "ckpt.pt"), "--samples", "2", "--draws", "1", "--grid", "ancestral:2",
                    "--out", str(tmp_path / "report"), "--device", "cpu"])
     evaluated = float(re.search(r"held-out NELBO: ([0-9.]+)", capsys.readouterr().out).group(1))

@@ -143,7 +143,7 @@ def main(argv=None):
     for ar in (False, True):
         try:
             result = T.train(args, data, ar, say=lambda *a: None)
-            result["nats"], result["se"] = T.final_evaluation(result, data, args)
+            result["nats"], result["se"], result["draw_se"] = T.final_evaluation(result, data, args)
         except (CheckpointError, T.TrainingError) as err:  # a run reports only its own figures, or nothing
             sys.exit(f"error: {err}")
         results.append(result)

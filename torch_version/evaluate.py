@@ -23,7 +23,7 @@ names only, each name as its letters plus one end-of-name, as in the held-out AR
 
 Changes from pure: pure prints its sample metrics after training; here any torch checkpoint gets
 the full protocol of SPEC 5: error bars, the AR judge, entropies and a grid of samplers by cost.
-The sample metrics themselves are pure's (pure/train_pure.py: sample_metrics), reused as is.
+The sample metrics themselves are common/metrics.py's, the ones pure prints.
 """
 import argparse
 import json
@@ -37,9 +37,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` and `pure` import from any folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` and `common` import from any folder
 from data.fetch import DatasetError  # noqa: E402
-from pure.train_pure import sample_metrics  # noqa: E402
+from common.metrics import sample_metrics, unigram_entropy  # noqa: E402
 from torch_version import diffusion  # noqa: E402
 from common import cli  # noqa: E402
 from common.files import atomic_write, output_problem  # noqa: E402
@@ -56,16 +56,9 @@ TEXT_GRID = ("ancestral:16,64,256", "confidence:16,64,256", "threshold:0.5,0.9")
 
 
 # ---------------------------------------------------------------- the metrics
-def unigram_entropy(tokens):
-    """Entropy in bits of the empirical distribution of a 1-D tensor of token ids."""
-    counts = torch.bincount(tokens).double()
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * p.log2()).sum())
-
-
 def valid_rows(ids, pad_id, mask_id):
     """(n,) bool: letters followed only by PADs, at least one letter, no MASK (SPEC 1);
-    the same rule as pure's sample_metrics, per row, so the judge knows which rows to score."""
+    the same rule as common.metrics.sample_metrics, per row, so the judge knows which rows to score."""
     is_pad = ids == pad_id
     after_first_pad = is_pad.long().cumsum(1) > 0
     return ~is_pad[:, 0] & ~(after_first_pad & ~is_pad).any(1) & ~(ids == mask_id).any(1)
@@ -180,6 +173,7 @@ def table_header(kind):
 def markdown(report):
     cols = columns(report["kind"])
     held, judge = report["held_out"], report["judge"]
+    draw_noise = f"; the mask draws move it by ± {held['draw_se']:.4f}" if held.get("draws", 1) > 1 else ""
     lines = [f"# Evaluation of `{report['checkpoint']}`", "",
              f"Command: `{report['command']}`  ",
              f"Machine: {report['machine']}  ",
@@ -188,7 +182,7 @@ def markdown(report):
              "",
              f"Held-out NELBO: **{held['nats']:.4f} ± {held['se']:.4f} nats/char** "
              f"({held['nats'] / math.log(2):.4f} bits/char; {held['draws']} draw{'s' * (held['draws'] != 1)}, {held['sequences']:,} "
-             f"held-out {'names' if report['kind'] == 'names' else 'windows'}, ± one standard error). "
+             f"held-out {'names' if report['kind'] == 'names' else 'windows'}, ± one standard error over them{draw_noise}). "
              f"The AR twin (judge) on the same characters: {judge['held_out_nats']:.4f} ± {judge['held_out_se']:.4f}.",
              "",
              f"Samples: {report['samples']} per row, temperature {report['temperature']:g}, seed {report['seed']}. "
@@ -335,19 +329,21 @@ def run(args, model, judge_model, data, cells, schedule="linear", dtype="float32
 
     start = time.time()  # train.py's evaluate, so the figure is the one training reports
     one_pass = not names  # as train.py's final figure: names get all L mask sizes, windows one k per draw
-    nats, se = evaluate(model, data, ar=False, draws=draws, one_pass=one_pass, autocast=autocast,
-                        mask_id=mask_id, pad_id=pad_id)
-    ar_nats, ar_se = evaluate(judge_model, data, ar=True, draws=1, one_pass=False, autocast=autocast,
+    nats, se, draw_se = evaluate(model, data, ar=False, draws=draws, one_pass=one_pass, autocast=autocast,
+                                 mask_id=mask_id, pad_id=pad_id)
+    ar_nats, ar_se, _ = evaluate(judge_model, data, ar=True, draws=1, one_pass=False, autocast=autocast,
                               mask_id=mask_id, pad_id=pad_id)
     model.eval(), judge_model.eval()  # evaluate() leaves them in training mode: dropout would be on
+    draws_text = f", +- {draw_se:.4f} from the draws" if draws > 1 else ""
     print(f"held-out NELBO: {nats:.4f} nats/char ({nats / math.log(2):.4f} bits/char) +- {se:.4f} "
-          f"(standard error, {len(data['held']):,} {'names' if names else 'windows'}, {draws} draw{'s' * (draws != 1)}, "
+          f"(standard error over {len(data['held']):,} {'names' if names else 'windows'}{draws_text}; "
+          f"{'one-pass L/k form' if one_pass else 'full discrete form'}, {draws} mask draw{'s' * (draws != 1)}, "
           f"{time.time() - start:.1f} s); the AR twin on the same characters: {ar_nats:.4f} +- {ar_se:.4f}")
 
     held = data["held"].cpu()
     if names:
         if itos[0] != diffusion.PAD or itos[-1] != diffusion.MASK:
-            raise ValueError(f"pure's sample_metrics reads PAD as {diffusion.PAD!r} and MASK as "
+            raise ValueError(f"common.metrics reads PAD as {diffusion.PAD!r} and MASK as "
                              f"{diffusion.MASK!r}, but this "
                              f"dataset uses those characters itself")
         train_words, real_words = words_of(data["train"].cpu(), itos), words_of(held, itos)
@@ -375,7 +371,8 @@ def run(args, model, judge_model, data, cells, schedule="linear", dtype="float32
     rows.append(dict(sampler="data", setting="held-out", nfe=None, batch_nfe=None, seconds=None, **scorer(held[pick])))
     print(table_line(rows[-1], kind))
     return dict(kind=kind, params=model.num_params(), samples=n, temperature=args.temperature, seed=args.seed,
-                held_out=dict(nats=nats, se=se, bits=nats / math.log(2), draws=draws, sequences=len(held)),
+                held_out=dict(nats=nats, se=se, draw_se=draw_se, bits=nats / math.log(2), draws=draws,
+                              sequences=len(held)),
                 judge=dict(held_out_nats=ar_nats, held_out_se=ar_se), data_entropy_bits=data_entropy, rows=rows)
 
 

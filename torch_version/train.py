@@ -15,8 +15,11 @@ diffusion NELBO is measured against, on the same held-out characters.
     python3 torch_version/train.py --device mps             # names on an Apple GPU (default: the CPU)
     python3 torch_version/train.py --dataset my_lines.txt   # any UTF-8 file (one item per line, or prose)
     python3 torch_version/train.py --resume                 # continue out/<dataset>/ckpt.pt exactly
+    python3 torch_version/train.py --noise uniform          # random letters for noise (uniform.py), or
+    python3 torch_version/train.py --noise gaussian         # Gaussian noise on embeddings (gaussian.py)
 
-Checkpoints: out/<dataset>/ckpt.pt (diffusion) and ckpt_ar.pt (AR twin), written whenever the
+Checkpoints: out/<dataset>/ckpt.pt (diffusion; ckpt_uniform.pt and ckpt_gaussian.pt for the other
+two kinds of noise) and ckpt_ar.pt (AR twin), written whenever the
 held-out loss improves: weights, optimizer, configs, vocabulary, step, best loss and the random
 generators' states. sample.py reads them; --resume (same flags) continues from the last one
 and ends exactly where an uninterrupted run would have. A text file's MASK is '_' unless the
@@ -45,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` and `t
 from common import cli  # noqa: E402
 from common.files import output_problem  # noqa: E402
 from data.fetch import DatasetError, load_names, load_text, read_text, split_names, split_text  # noqa: E402
-from torch_version import devices, diffusion  # noqa: E402
+from torch_version import devices, diffusion, gaussian, uniform  # noqa: E402
 from torch_version.muon import MuonAdamW  # noqa: E402
 from torch_version.model import (CheckpointError, CheckpointWriter, ModelConfig,  # noqa: E402
                                  Transformer, read_checkpoint)
@@ -68,7 +71,8 @@ LEARNING_RATE = 1.5e-2 # peak step size of both rules, after warm-up (Muon at 1e
 WEIGHT_DECAY = 0.1     # decoupled decay of the weight matrices (not of norms); 0 and 0.3 did worse
 EVAL_INTERVAL = 500    # steps between held-out evaluations
 EVAL_DRAWS = 4         # one-pass draws per held-out name at each evaluation (SPEC 4's L / k form)
-FINAL_DRAWS = 1        # mask sets per (name, k) for the final figure: the full discrete form
+FINAL_DRAWS = 16       # mask sets per (name, k) for the final figure, the full discrete form: one set
+#                        moves the figure by about 0.008 nats/char from seed to seed, 16 by about 0.002
 COMPILE = True         # torch.compile the training step (falls back to uncompiled where it fails)
 # Randomness: batches, times and masks come from one CPU generator seeded with --seed, on every
 # device (devices.py), so a run on a GPU sees the same names and masks as on the CPU.
@@ -172,8 +176,18 @@ def get_batch(data, batch_size, generator):
 
 
 # ---------------------------------------------------------------- the two losses
-def diffusion_loss(model, x0, mask_id, generator, objective, schedule):
-    """Per-token NELBO of a batch (SPEC 4), on a fresh corruption of x0."""
+def diffusion_loss(model, x0, mask_id, generator, objective, schedule, noise="masked"):
+    """Per-token NELBO of a batch (SPEC 4), on a fresh corruption of x0. noise "uniform" and
+    "gaussian": the bounds of uniform.py and gaussian.py (docs/noise_processes.md), whose denoisers
+    are told t; MASK's id is their number of real tokens K."""
+    if noise == "uniform":  # random real letters for noise; every position counts
+        t = uniform.sample_times(len(x0), generator)
+        xt, _ = uniform.corrupt(x0, t, mask_id, generator, schedule)
+        return uniform.nelbo_loss(model(xt, t=t.float().to(x0.device)), x0, xt, t, schedule)
+    if noise == "gaussian":  # one-hot vectors plus Gaussian noise, on gaussian.py's own log-SNR schedule
+        t = gaussian.sample_times(len(x0), generator)
+        zt = gaussian.corrupt(x0, t, mask_id, generator)
+        return gaussian.nelbo_loss(model(zt, t=t.float().to(x0.device)), x0, t)
     if objective == "k":  # k ~ U{1..L} masked positions, weight L / k: the same NELBO, lower variance
         k = diffusion.sample_k(len(x0), x0.shape[1], generator)
         xt, mask = diffusion.corrupt_k(x0, k, mask_id, generator)
@@ -191,20 +205,36 @@ def ar_loss(model, x0, bos_id, pad_id):
 
 
 @torch.no_grad()
-def evaluate(model, data, ar, draws, one_pass, autocast, mask_id, pad_id):
-    """Held-out loss in nats per character and its standard error: the diffusion NELBO
-    (discrete form, or its one-pass L / k form) or the AR twin's exact NLL, on the same characters."""
+def evaluate(model, data, ar, draws, one_pass, autocast, mask_id, pad_id, noise="masked", schedule=diffusion.SCHEDULE):
+    """Held-out loss in nats per character: the diffusion NELBO (discrete form, or its one-pass
+    L / k form, averaged over `draws` mask sets) or the AR twin's exact NLL, on the same characters.
+    Uniform and Gaussian noise: their estimators on L stratified times per sequence and draw (one
+    time in the one-pass form), the same number of network calls as the masked discrete form.
+    -> (value, standard error over the held-out items, standard error from the draws). The last is
+    the spread of the per-draw figures / sqrt(draws): how far another EVAL_SEED could move the value
+    (0 for the AR twin, which draws nothing; nan from a single draw)."""
     was_training = model.training
     model.eval()
     rows = max(1, 2 ** 17 // data["block_size"])  # sequences per forward pass: 2^17 tokens
+    generator = torch.Generator().manual_seed(EVAL_SEED)  # host: the same masks (and noise) on every device
+    steps = 1 if one_pass else data["block_size"]
     with autocast:
         if ar:
-            nll = diffusion.ar_nll(data["held"], model, mask_id, pad_id, batch_size=rows)
+            totals = [diffusion.ar_nll(data["held"], model, mask_id, pad_id, batch_size=rows)]
+        elif noise == "masked":  # one draw at a time: the same masks as draws=draws, and their spread
+            totals = [diffusion.estimate_nelbo(data["held"], model, mask_id, generator, 1, one_pass, batch_size=rows)
+                      for _ in range(draws)]
+        elif noise == "uniform":
+            totals = [uniform.estimate_nelbo(data["held"], lambda xt, t: model(xt, t=t), mask_id, generator, steps,
+                                             schedule=schedule, batch_size=rows) for _ in range(draws)]
         else:
-            generator = torch.Generator().manual_seed(EVAL_SEED)  # host: the same masks on every device
-            nll = diffusion.estimate_nelbo(data["held"], model, mask_id, generator, draws, one_pass, batch_size=rows)
+            totals = [gaussian.estimate_nelbo(data["held"], lambda zt, t: model(zt, t=t), mask_id, generator, steps,
+                                              batch_size=rows) for _ in range(draws)]
     model.train(was_training)
-    return diffusion.per_char(nll, data["n_chars"])
+    value, se = diffusion.per_char(torch.stack(totals).mean(0), data["n_chars"])
+    each = torch.tensor([diffusion.per_char(total, data["n_chars"])[0] for total in totals], dtype=torch.float64)
+    draw_se = 0.0 if ar else (each.std().item() / math.sqrt(draws) if draws > 1 else float("nan"))
+    return value, se, draw_se
 
 
 def lr_at(step, args):
@@ -220,9 +250,12 @@ def build(args, data, ar):
     """The model (its config from the flags and the data) on args.device, and its optimizer: AdamW,
     or Muon for the matrices inside the blocks and AdamW for embeddings, head and gains (muon.py)."""
     itos = data["itos"]
-    config = ModelConfig(vocab_size=len(itos), n_out=len(itos) - 1, block_size=data["block_size"],
+    noise = "masked" if ar else args.noise
+    K = len(itos) - 1  # real tokens; MASK is the last id, read only by the masked denoiser and the AR twin
+    config = ModelConfig(vocab_size=K if noise == "uniform" else len(itos), n_out=K, block_size=data["block_size"],
                          n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
-                         causal=ar, positions=args.positions, activation=args.activation)
+                         causal=ar, positions=args.positions, activation=args.activation,
+                         time_input=noise != "masked", vector_input=K if noise == "gaussian" else 0)
     torch.manual_seed(args.seed)  # the initial weights and dropout
     model = Transformer(config).to(args.device)
     decay = [p for p in model.parameters() if p.dim() >= 2]  # weight matrices and embeddings decay; norms do not
@@ -249,7 +282,7 @@ def batch_loss(model, x0, ar, generator, args, mask_id, pad_id):
     """The training loss of one batch: the NELBO per token, or the AR twin's NLL per character."""
     if ar:
         return ar_loss(model, x0, mask_id, pad_id)
-    return diffusion_loss(model, x0, mask_id, generator, args.objective, args.schedule)
+    return diffusion_loss(model, x0, mask_id, generator, args.objective, args.schedule, args.noise)
 
 
 def compile_or_eager(model, data, ar, args, autocast, mask_id, pad_id):
@@ -291,7 +324,7 @@ class TrainingError(Exception):
 # Flags that may change when a run is resumed. Every other flag that shapes the training must be as
 # it was: the model's, the data's, and these (flag for each key of the checkpoint's config).
 RESUME_MAY_CHANGE = "--max-iters, --eval-interval, --eval-draws, --final-draws, --samples, --compile, --threads, --quiet"
-FIXED_ON_RESUME = dict(objective="--objective", schedule="--schedule", batch_size="--batch-size",
+FIXED_ON_RESUME = dict(noise="--noise", objective="--objective", schedule="--schedule", batch_size="--batch-size",
                        optimizer="--optimizer", lr="--lr", weight_decay="--weight-decay", ema="--ema",
                        seed="--seed", dtype="--dtype", deterministic="--deterministic")
 
@@ -320,17 +353,24 @@ def check_resumable(path, ckpt, config, itos, train_config):
                               f"ones (only {RESUME_MAY_CHANGE} may change), or train afresh with another --out.")
 
 
+def checkpoint_path(args, ar):
+    """out/<dataset>/ckpt.pt, ckpt_ar.pt for the AR twin, ckpt_<noise>.pt for uniform or Gaussian noise."""
+    name = "ckpt_ar.pt" if ar else "ckpt.pt" if args.noise == "masked" else f"ckpt_{args.noise}.pt"
+    return Path(args.out) / name
+
+
 def train(args, data, ar, say=print):
     """Train one model (diffusion, or the AR twin when ar=True); returns a summary dict."""
     device, itos = args.device, data["itos"]
     devices.setup(device, args.deterministic)  # idempotent: main() has usually done it already
     mask_id, pad_id = len(itos) - 1, (0 if data["kind"] == "names" else None)
-    path = Path(args.out) / ("ckpt_ar.pt" if ar else "ckpt.pt")
+    path = checkpoint_path(args, ar)
     model, optimizer = build(args, data, ar)
     config = model.config
     generator = torch.Generator().manual_seed(args.seed)  # batches and masks: host-side, the same on every device
     step, best = 0, float("inf")
-    train_config = dict(dataset=args.dataset, kind=data["kind"], ar=ar, objective=args.objective,
+    train_config = dict(dataset=args.dataset, kind=data["kind"], ar=ar, noise="masked" if ar else args.noise,
+                        objective=args.objective,
                         schedule=args.schedule, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                         max_iters=args.max_iters,
                         weight_decay=args.weight_decay, seed=args.seed, mask_id=mask_id, pad_id=pad_id,
@@ -362,7 +402,7 @@ def train(args, data, ar, say=print):
     autocast = make_autocast(args)
     # evaluation runs uncompiled: its batches have other shapes, and it runs a few times only
     train_model = compile_or_eager(model, data, ar, args, autocast, mask_id, pad_id) if args.compile else model
-    name = "AR twin" if ar else "diffusion"
+    name = "AR twin" if ar else "diffusion" if args.noise == "masked" else f"{args.noise} diffusion"
     say(f"{name}: {config.n_layer} layers, {config.n_head} heads, n_embd {config.n_embd}, block size "
         f"{config.block_size}, {model.num_params():,} parameters; {devices.describe(device)}, {args.precision}"
         f"{', compiled' if args.compile else ''}")
@@ -395,7 +435,8 @@ def train(args, data, ar, say=print):
             if step % args.eval_interval == 0 or step == args.max_iters:
                 train_loss = running.item() / n_running
                 eval_start = time.time()
-                val, se = evaluate(evaluated, data, ar, args.eval_draws, True, autocast, mask_id, pad_id)
+                val, se, _ = evaluate(evaluated, data, ar, args.eval_draws, True, autocast, mask_id, pad_id,
+                                      train_config["noise"], args.schedule)
                 history.append((step, train_loss, val, se))
                 if not (math.isfinite(train_loss) and math.isfinite(val)):
                     raise TrainingError(f"the {name} diverged by step {step} (training loss {train_loss:g}, held-out "
@@ -409,14 +450,16 @@ def train(args, data, ar, say=print):
                                 best_val_loss=best, rng=dict(batches=generator.get_state(), **devices.rng_state(device)))
                 if not args.quiet:
                     bar.write(f"step {step}: train {loss_name} {train_loss:.4f}, held-out {loss_name} {val:.4f} "
-                              f"+- {se:.4f} nats/char{' (best, saved)' if improved else ''}")
+                              f"+- {se:.4f} nats/char ({estimate_label(data, args, ar, False)})"
+                              f"{', best, saved' if improved else ''}")
                 running, n_running = torch.zeros((), device=device), 0
                 eval_seconds += time.time() - eval_start
     bar.close()
     seconds = time.time() - start
     return dict(name=name, model=evaluated, config=config, path=path, best=best, best_step=best_step,
                 seconds=seconds, eval_seconds=eval_seconds, tokens=(step - first_step) * args.batch_size * config.block_size,
-                history=history, autocast=autocast, mask_id=mask_id, pad_id=pad_id, saved_step=saved_step)
+                history=history, autocast=autocast, mask_id=mask_id, pad_id=pad_id, saved_step=saved_step,
+                noise=train_config["noise"])
 
 
 def final_evaluation(result, data, args):
@@ -429,25 +472,83 @@ def final_evaluation(result, data, args):
     model.load_state_dict(ckpt["model"])
     one_pass = data["kind"] == "text"  # names: all L mask sizes of every name; windows: one k per draw
     return evaluate(model, data, result["config"].causal, args.final_draws, one_pass, result["autocast"],
-                    result["mask_id"], result["pad_id"])
+                    result["mask_id"], result["pad_id"], result["noise"], args.schedule)
+
+
+def estimate_label(data, args, ar, final, noise="masked"):
+    """What a printed held-out figure is, in words: the two estimates of a run are not the same figure."""
+    if ar:
+        return "exact NLL"
+    draws = args.final_draws if final else args.eval_draws
+    plural = "s" * (draws > 1)
+    if not final:
+        return f"one-pass estimate, {draws} draw{plural}"
+    if noise != "masked":
+        return f"{data['block_size']} stratified times per sequence, {draws} draw{plural}"
+    form = "one-pass L/k form" if data["kind"] == "text" else "full discrete form"
+    return f"{form}, {draws} mask draw{plural}"
+
+
+def ratio_text(diff, ar_twin):
+    """The diffusion / AR ratio and how far the mask draws could move it (the AR twin's NLL is exact;
+    both models are scored on the same held-out items, so their spread over items is shared)."""
+    ratio = diff["nats"] / ar_twin["nats"]
+    return f"ratio diffusion / AR: {ratio:.4f} +- {diff['draw_se'] / ar_twin['nats']:.4f} (draws)"
+
+
+def figure_text(nats, se, draw_se):
+    """'2.0799 +- 0.0091 (items) +- 0.0019 (draws)': both standard errors, each named."""
+    draws = "" if draw_se == 0 else f" +- {draw_se:.4f} (draws)"
+    return f"{nats:.4f} +- {se:.4f} (items){draws}"
+
+
+NOISE_SAMPLE_STEPS = 64  # reverse steps of the uniform and Gaussian samplers (every step redraws every position)
+
+
+def sample_noise(model, noise, n, L, generator, device, precision, steps=NOISE_SAMPLE_STEPS, schedule=diffusion.SCHEDULE):
+    """n samples (n, L) from a uniform- or Gaussian-noise model by its ancestral sampler, and the
+    trajectory as ids (n, L) per step (for Gaussian noise, the nearest letter of each z: its argmax)."""
+    K = model.config.n_out
+
+    @torch.no_grad()
+    def denoise(xt, t):  # the model with its time input, on its device, in its training precision
+        with devices.autocast(device, precision):
+            return model(xt.to(device), t=t.to(device)).float()
+
+    model.eval()
+    if noise == "uniform":
+        samples, trajectory = uniform.sample_ancestral(denoise, n, L, K, generator, steps, schedule=schedule, device=device)
+        return samples.cpu(), trajectory
+    samples, trajectory = gaussian.sample_ancestral(denoise, n, L, K, generator, steps, device=device)
+    return samples.cpu(), [z.argmax(-1) for z in trajectory[:-1]] + [samples.cpu()]
 
 
 def print_samples(result, data, args):
-    """Samples of the trained diffusion model (sample.py's ancestral sampler), with one trajectory."""
+    """Samples of the trained diffusion model (sample.py's ancestral sampler, or uniform.py's and
+    gaussian.py's), with one trajectory."""
     from torch_version.sample import make_denoiser, sample_ancestral  # sample.py never imports train.py
     itos, L, model = data["itos"], data["block_size"], result["model"]
     generator = torch.Generator().manual_seed(args.seed)
     n = args.samples if data["kind"] == "names" else 1
-    out = sample_ancestral(make_denoiser(model.eval(), args.device, args.precision), n, L, result["mask_id"],
-                           generator, steps=L)
-    if data["kind"] == "names":
-        print("samples:", " ".join(diffusion.decode(s, itos).rstrip(itos[0]) for s in out.samples))
-        if not args.quiet:
-            print(f"denoising trajectory of the first sample ('{itos[-1]}' is MASK, '{itos[0]}' is PAD):")
-            for t, xt in zip(out.times, out.trajectory):
-                print(f"t={t:.2f} {diffusion.decode(xt[0], itos)}")
+    if result["noise"] == "masked":
+        out = sample_ancestral(make_denoiser(model.eval(), args.device, args.precision), n, L, result["mask_id"],
+                               generator, steps=L)
+        samples, times, trajectory = out.samples, out.times, out.trajectory
     else:
-        print(f"a sample ({L} characters):\n{diffusion.decode(out.samples[0], itos)}")
+        samples, trajectory = sample_noise(model, result["noise"], n, L, generator, args.device, args.precision,
+                                           schedule=args.schedule)
+        times = torch.linspace(1, 0, len(trajectory)).tolist()
+    if data["kind"] == "names":
+        print("samples:", " ".join(diffusion.decode(s, itos).rstrip(itos[0]) for s in samples))
+        if not args.quiet:
+            legend = {"masked": f"'{itos[-1]}' is MASK", "uniform": "every letter may still be noise",
+                      "gaussian": "each position shown as its nearest letter"}[result["noise"]]
+            print(f"denoising trajectory of the first sample ({legend}, '{itos[0]}' is PAD):")
+            every = max(1, (len(trajectory) - 1) // 16)  # at most 17 lines or so
+            for i in sorted(set(range(0, len(trajectory), every)) | {len(trajectory) - 1}):
+                print(f"t={times[i]:.2f} {diffusion.decode(trajectory[i][0], itos)}")
+    else:
+        print(f"a sample ({L} characters):\n{diffusion.decode(samples[0], itos)}")
 
 
 # ---------------------------------------------------------------- putting it together
@@ -478,10 +579,14 @@ def parse_args(argv=None):
     parser.add_argument("--positions", choices=["rope", "learned", "both"], default="both",
                         help="rotary (relative), learned (absolute) or both")
     parser.add_argument("--activation", choices=["gelu", "relu2"], default="gelu", help="MLP nonlinearity")
+    parser.add_argument("--noise", choices=["masked", "uniform", "gaussian"], default="masked",
+                        help="the forward process: MASK tokens (the default, diffusion.py), random letters "
+                        "(uniform.py) or Gaussian noise on one-hot embeddings (gaussian.py); each trains and is "
+                        "scored on its own NELBO, and the AR twin is the same for all three")
     parser.add_argument("--objective", choices=["k", "time"], default="k",
-                        help="train on the k-masked form of the NELBO (k) or the continuous-time form (time)")
+                        help="masked noise: train on the k-masked form of the NELBO (k) or the continuous-time form (time)")
     parser.add_argument("--schedule", choices=["linear", "cosine"], default=diffusion.SCHEDULE,
-                        help="noise schedule of --objective time")
+                        help="noise schedule of --objective time and of --noise uniform (Gaussian noise has its own)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cpu for names, else the best found: "
                         "cuda, mps, cpu; see devices.py)")
     parser.add_argument("--dtype", choices=devices.PRECISIONS, default="auto",
@@ -571,20 +676,22 @@ def train_and_report(args, data, say):
     results = []
     for ar in ([False, True] if args.both else [args.ar]):
         result = train(args, data, ar, say)
-        nats, se = final_evaluation(result, data, args)
-        result.update(nats=nats, se=se)
+        nats, se, draw_se = final_evaluation(result, data, args)
+        result.update(nats=nats, se=se, draw_se=draw_se)
         results.append(result)
-        what = "AR twin NLL" if ar else "diffusion NELBO"
+        what = "NLL" if ar else "NELBO"
         print(f"{result['name']}: {result['best_step']} steps at best, trained in {result['seconds']:.1f} s; "
-              f"held-out {what}: {nats:.4f} nats/char ({nats / math.log(2):.4f} bits/char) +- {se:.4f}")
+              f"held-out {what} ({estimate_label(data, args, ar, True, result['noise'])}): {figure_text(nats, se, draw_se)} "
+              f"nats/char ({nats / math.log(2):.4f} bits/char)")
         if not ar and args.samples:
             print_samples(result, data, args)
     if args.both:
         diff, ar_twin = results
-        print(f"\n{'held-out, nats/char':<22}{'value':>10}{'+- se':>10}{'best step':>11}{'train s':>9}")
+        print(f"\n{'held-out, nats/char':<22}{'value':>10}{'+- items':>10}{'+- draws':>10}{'best step':>11}{'train s':>9}")
         for r in results:
-            print(f"{r['name']:<22}{r['nats']:>10.4f}{r['se']:>10.4f}{r['best_step']:>11}{r['seconds']:>9.1f}")
-        print(f"ratio diffusion / AR: {diff['nats'] / ar_twin['nats']:.4f}")
+            print(f"{r['name']:<22}{r['nats']:>10.4f}{r['se']:>10.4f}{r['draw_se']:>10.4f}{r['best_step']:>11}"
+                  f"{r['seconds']:>9.1f}")
+        print(ratio_text(diff, ar_twin))
     return results
 
 
