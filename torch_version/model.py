@@ -44,6 +44,8 @@ class ModelConfig:
     causal: bool = False     # False: the diffusion denoiser; True: the autoregressive twin
     positions: str = "both"  # "rope" (rotary, relative), "learned" (a table, absolute) or "both"
     activation: str = "gelu"  # MLP nonlinearity: "gelu" or "relu2" (ReLU squared)
+    time_input: bool = False  # the denoiser is also told t (uniform and Gaussian noise need it; MASK does not)
+    vector_input: int = 0     # 0: the input is token ids; K > 0: a K-vector per position (Gaussian noise)
 
 
 class CheckpointError(Exception):
@@ -51,6 +53,7 @@ class CheckpointError(Exception):
 
 
 ROPE_BASE = 10000.0    # rotary wavelengths run from 2 pi to about 2 pi * ROPE_BASE positions
+TIME_FREQUENCIES = 16  # time_input: t is read through sin and cos of t at 16 frequencies, 1 to about 1,000
 
 
 # ---------------------------------------------------------------- positions
@@ -69,6 +72,14 @@ def apply_rotary(x, cos, sin):
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def time_features(t):
+    """t (B,) in [0, 1] -> (B, 2 * TIME_FREQUENCIES): sin and cos of t * 2^i for i = 0..15, so that
+    a linear layer can tell t = 0.001 from t = 0.002 as easily as 0.5 from 0.6 (a raw t could not)."""
+    freq = 2.0 ** torch.arange(TIME_FREQUENCIES, device=t.device, dtype=torch.float32)
+    angle = t.float()[:, None] * freq[None, :]
+    return torch.cat([angle.sin(), angle.cos()], dim=-1)
 
 
 # ---------------------------------------------------------------- the block
@@ -152,13 +163,21 @@ class KVCache:
 
 
 class Transformer(nn.Module):
-    """Token ids (B, T) -> logits (B, T, n_out). No time input: the share of MASK tokens in
-    xt already tells the denoiser how noisy it is (SPEC 3), and it lets samplers cache logits."""
+    """Token ids (B, T) -> logits (B, T, n_out). No time input for masked diffusion: the share of
+    MASK tokens in xt already tells the denoiser how noisy it is (SPEC 3), and it lets samplers
+    cache logits. Uniform and Gaussian noise leave no such trace, so their denoisers are built with
+    time_input=True and called as model(xt, t=t): a linear map of time_features(t) is added to every
+    position's embedding. Gaussian noise's input is a vector per position (vector_input=K), read by a
+    linear map, which for a one-hot vector is exactly an embedding table's row."""
 
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        if config.vector_input:
+            self.wte = nn.Linear(config.vector_input, config.n_embd, bias=False)
+        else:
+            self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wtime = nn.Linear(2 * TIME_FREQUENCIES, config.n_embd) if config.time_input else None
         # Rotary positions tell attention the offset between two positions ("the letter before
         # this one"), which filling a gap from its neighbours needs. Alone they cannot tell
         # positions apart in an all-MASK input: every position then sees the same tokens at
@@ -196,12 +215,17 @@ class Transformer(nn.Module):
             raise ValueError("a KV cache needs a causal model: the denoiser attends to positions not yet decoded.")
         return KVCache(self.config, batch, device, dtype)
 
-    def forward(self, idx, kv_cache=None, start_pos=0):
-        B, T = idx.shape
+    def forward(self, idx, kv_cache=None, start_pos=0, t=None):
+        B, T = idx.shape[:2]  # ids (B, T), or vectors (B, T, K)
         if start_pos + T > self.config.block_size:
             raise ValueError(f"sequence of {start_pos + T} tokens is longer than block_size {self.config.block_size}")
+        if (t is not None) != self.config.time_input:
+            raise ValueError("this model " + ("needs t: call it as model(xt, t=t)" if self.config.time_input
+                                              else "has no time input; call it without t"))
         pos = slice(start_pos, start_pos + T)
         x = self.wte(idx)  # (B, T, C)
+        if t is not None:
+            x = x + self.wtime(time_features(t))[:, None, :]  # the same time code at every position
         if self.wpe is not None:
             x = x + self.wpe.weight[pos]
         rotary = (self.rope_cos[pos], self.rope_sin[pos]) if self.rope else None
