@@ -246,7 +246,7 @@ def main(argv=None):
     nelbo = estimate_nelbo(held_data, denoise, mask_id, rng)
     nats, se = per_char(nelbo, np.array([len(w) + 1 for w in held_words]))
     print(f"held-out NELBO: {nats:.4f} nats/char ({nats / np.log(2):.4f} bits/char) "
-          f"+- {se:.4f} (standard error, {len(held_words):,} names)")
+          f"+- {se:.4f} (standard error over {len(held_words):,} names; discrete form, {EVAL_DRAWS} mask draws)")
 
     samples, trajectory = sample_ancestral(denoise, args.samples, mask_id, rng, temperature=args.temperature)
     print("samples:", " ".join(decode(s, itos).rstrip(PAD) for s in samples))
