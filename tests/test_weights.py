@@ -51,3 +51,21 @@ def test_visualize_animates_the_committed_names_weights(tmp_path):
     visualize.main(["--ckpt", str(WEIGHTS / "names" / "ckpt.pt"), "--steps", "3", "--samples", "2", "--out", str(gif),
                     "--device", "cpu"])
     assert gif.stat().st_size > 0
+
+
+def test_the_committed_uniform_and_gaussian_models_sample_names():
+    """lesson 4 and the README's table read these: they load, take t, and make mostly valid names."""
+    from common.metrics import sample_metrics
+    from torch_version import train as T
+    for noise in ("uniform", "gaussian"):
+        model, ckpt = load_checkpoint(WEIGHTS / "names" / f"ckpt_{noise}.pt")
+        assert model.config.time_input and ckpt["config"]["noise"] == noise
+        ids, _ = T.sample_noise(model, noise, 50, model.config.block_size, torch.Generator().manual_seed(0), "cpu",
+                                "float32", steps=16)
+        texts = ["".join(ckpt["itos"][i] for i in row) for row in ids.tolist()]
+        assert sample_metrics(texts, [], ["emma"])["valid"] > 0.8
+
+
+def test_sample_py_refuses_a_noise_model_in_one_sentence(capsys):
+    with pytest.raises(SystemExit, match="uniform-noise model, which this script cannot sample"):
+        sample.main(["--ckpt", str(WEIGHTS / "names" / "ckpt_uniform.pt")])

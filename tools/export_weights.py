@@ -7,6 +7,7 @@ load like any checkpoint (torch_version/model.load_checkpoint) but cannot be res
 
     python3 tools/export_weights.py torch_version/out/names weights/names
     python3 tools/export_weights.py torch_version/out/shakespeare_small weights/shakespeare_small
+    python3 tools/export_weights.py torch_version/out/bench_names weights/names --files ckpt_uniform.pt ckpt_gaussian.pt
 """
 import argparse
 import sys
@@ -18,10 +19,15 @@ from torch_version.model import CheckpointError, read_checkpoint, save_checkpoin
 KEPT = ("model", "model_args", "config", "itos", "step", "best_val_loss")
 
 
-def export(src, dst):
-    """ckpt.pt and ckpt_ar.pt of folder src -> weights-only copies in folder dst; their paths."""
+OPTIONAL = ("ckpt_uniform.pt", "ckpt_gaussian.pt")  # train.py --noise uniform / gaussian, when the run has them
+
+
+def export(src, dst, files=None):
+    """ckpt.pt and ckpt_ar.pt of folder src (and ckpt_uniform.pt, ckpt_gaussian.pt where src has
+    them), or only the named `files`, -> weights-only copies in folder dst; their paths."""
     written = []
-    for name in ("ckpt.pt", "ckpt_ar.pt"):
+    files = files or ("ckpt.pt", "ckpt_ar.pt") + tuple(n for n in OPTIONAL if (Path(src) / n).is_file())
+    for name in files:
         ckpt = read_checkpoint(Path(src) / name)
         save_checkpoint(Path(dst) / name, optimizer={}, weights_only_copy=True, **{k: ckpt[k] for k in KEPT})
         written.append(Path(dst) / name)
@@ -32,9 +38,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="a run's folder, holding ckpt.pt and ckpt_ar.pt")
     parser.add_argument("dst", help="the folder to write the weights-only copies to")
+    parser.add_argument("--files", nargs="+", help="only these checkpoints of src (e.g. ckpt_uniform.pt)")
     args = parser.parse_args(argv)
     try:
-        for path in export(args.src, args.dst):
+        for path in export(args.src, args.dst, args.files):
             print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     except CheckpointError as err:
         sys.exit(f"error: {err}")

@@ -369,6 +369,11 @@ def load_or_exit(path, device, causal, hint):
         model, ckpt = load_checkpoint(path)
     except CheckpointError as err:
         sys.exit(f"error: {err}")
+    if model.config.time_input:  # uniform or Gaussian noise: sampled by uniform.py / gaussian.py, not here
+        noise = ckpt["config"].get("noise", "uniform or Gaussian")
+        sys.exit(f"error: {path} holds a {noise}-noise model, which this script cannot sample or score (it "
+                 f"handles masked diffusion and the AR twin); train.py --noise {noise} prints its samples, "
+                 f"bench_names.py --noise all scores them, and lesson 4 animates them.")
     if model.config.causal != causal:
         sys.exit(f"error: {path} holds {'an AR' if model.config.causal else 'a diffusion'} model; {hint}.")
     device = device or devices.default_device(ckpt["config"].get("dataset", "names"))

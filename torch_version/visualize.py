@@ -165,10 +165,10 @@ def fonts(px):
                  for name in ("DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf"))
 
 
-def animate(films, itos, mask_id, pad_id, is_names, fps=FPS):
+def animate(films, itos, mask_id, pad_id, is_names, fps=FPS, legend=None):
     """A matplotlib FuncAnimation of the films side by side (names) or one above the other (text):
     each panel is a picture of its cells, placed pixel for pixel under a two-line title; a frame swaps
-    the pictures and the titles."""
+    the pictures and the titles. `legend`: the line under the panels (default: masks and PAD)."""
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation
 
@@ -180,8 +180,9 @@ def animate(films, itos, mask_id, pad_id, is_names, fps=FPS):
     stacked = 1 if across else len(films)
     height = legend_px + margin + (title_px + h) * stacked + gap * (stacked - 1)
     fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
-    fig.text(0.5, 8 / height, "grey _: masked    yellow: unmasked in this step    "
-             + (".: PAD (end of name)" if is_names else "\u00b6: newline"),
+    legend = legend or ("grey _: masked    yellow: unmasked in this step    "
+                        + (".: PAD (end of name)" if is_names else "\u00b6: newline"))
+    fig.text(0.5, 8 / height, legend,
              ha="center", va="bottom", fontsize=9, color="#555555")
     drawn = []  # per film: (film, image artist, title artist)
     for k, (film, pixels) in enumerate(zip(films, first)):
