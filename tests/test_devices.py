@@ -67,7 +67,8 @@ def test_the_pretend_device_refuses_float64_and_host_data_indexed_by_device_indi
 
 # ---------------------------------------------------------------- every entry point on the pretend device
 @pytest.mark.parametrize("extra", [["--both"], ["--objective", "time", "--schedule", "cosine"],
-                                   ["--optimizer", "adamw", "--ema", "0.9", "--dropout", "0.1"]])
+                                   ["--optimizer", "adamw", "--ema", "0.9", "--dropout", "0.1"],
+                                   ["--noise", "uniform"], ["--noise", "gaussian"]])
 def test_training_keeps_data_model_and_draws_on_the_device_and_makes_no_float64_there(items, extra, tmp_path):
     for kind in ("names", "prose"):
         with pretend_accelerator() as device:
@@ -89,6 +90,14 @@ def test_bench_names_trains_both_models_on_the_device(items, tmp_path, capsys):
         bench_names.main(["--dataset", str(items["names"]), "--max-iters", "2", "--eval-interval", "2",
                           "--device", device, "--out", str(tmp_path)] + TINY)
     assert "ratio diffusion / AR" in capsys.readouterr().out
+
+
+def test_bench_names_trains_and_samples_every_noise_on_the_device(items, tmp_path, capsys):
+    with pretend_accelerator() as device:
+        bench_names.main(["--dataset", str(items["names"]), "--max-iters", "2", "--eval-interval", "2", "--noise", "all",
+                          "--device", device, "--out", str(tmp_path)] + TINY)
+    out = capsys.readouterr().out
+    assert "Gaussian diffusion / AR" in out and "gaussian   64 steps" in out
 
 
 def test_bench_shakespeare_times_and_trains_on_the_device(capsys, tmp_path):

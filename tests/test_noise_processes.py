@@ -7,6 +7,7 @@ the theory gives in closed form or by enumeration; the tests compute those gaps 
 the code under test and compare within four standard errors of the Monte Carlo estimates (a false
 alarm about once in 16,000 comparisons, and every seed is fixed)."""
 import itertools
+import math
 
 import pytest
 import torch
@@ -322,3 +323,88 @@ def test_same_seed_same_numbers():
     first, again, other = run(13), run(13), run(14)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not torch.equal(first[0], other[0])
+
+
+# ---------------------------------------------------------------- trained with the torch tier's backbone
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "8", "--eval-draws", "1",
+        "--final-draws", "2", "--samples", "2", "--quiet", "--no-compile", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def names_file(tmp_path_factory):
+    from tests.conftest import write_names_like
+    return write_names_like(tmp_path_factory.mktemp("data") / "items.txt")
+
+
+def test_a_time_input_model_must_be_told_t_and_a_masked_one_must_not():
+    from torch_version.model import ModelConfig, Transformer
+    timed = Transformer(ModelConfig(vocab_size=27, n_out=27, block_size=8, n_layer=1, n_head=2, n_embd=16,
+                                    time_input=True, vector_input=27))
+    assert timed(torch.randn(2, 8, 27), t=torch.rand(2)).shape == (2, 8, 27)
+    with pytest.raises(ValueError, match="needs t"):
+        timed(torch.randn(2, 8, 27))
+    plain = Transformer(ModelConfig(vocab_size=28, n_out=27, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    with pytest.raises(ValueError, match="no time input"):
+        plain(torch.zeros(2, 8, dtype=torch.long), t=torch.rand(2))
+
+
+def test_the_time_input_changes_the_output():
+    """A denoiser of uniform noise that ignored t could not tell a clean name from a noisy one."""
+    from torch_version.model import ModelConfig, Transformer
+    torch.manual_seed(0)
+    net = Transformer(ModelConfig(vocab_size=27, n_out=27, block_size=8, n_layer=1, n_head=2, n_embd=16,
+                                  time_input=True))
+    torch.nn.init.normal_(net.head.weight, std=0.02)  # the head starts at zero: give it something to show
+    x = torch.randint(27, (1, 8))
+    assert not torch.allclose(net(x, t=torch.tensor([0.1])), net(x, t=torch.tensor([0.9])))
+
+
+@pytest.mark.parametrize("noise", ["uniform", "gaussian"])
+def test_train_py_trains_each_noise_into_its_own_checkpoint_and_repeats_with_the_same_seed(names_file, noise, tmp_path):
+    from torch_version import train as T
+    flags = ["--dataset", str(names_file), "--noise", noise, "--max-iters", "3", "--eval-interval", "3"] + TINY
+    (first,) = T.main(flags + ["--out", str(tmp_path / "a")])
+    (again,) = T.main(flags + ["--out", str(tmp_path / "b")])
+    assert (tmp_path / "a" / f"ckpt_{noise}.pt").is_file() and not (tmp_path / "a" / "ckpt.pt").exists()
+    assert first["config"].time_input and first["noise"] == noise
+    assert math.isfinite(first["nats"]) and math.isfinite(first["draw_se"]) and first["nats"] > 0
+    assert (first["nats"], first["se"], first["draw_se"]) == (again["nats"], again["se"], again["draw_se"])
+
+
+def test_a_run_of_one_noise_is_not_resumed_as_another(names_file, tmp_path, capsys):
+    from torch_version import train as T
+    flags = ["--dataset", str(names_file), "--max-iters", "2", "--eval-interval", "2", "--out", str(tmp_path)] + TINY
+    T.main(flags + ["--noise", "uniform"])
+    (tmp_path / "ckpt_uniform.pt").rename(tmp_path / "ckpt_gaussian.pt")  # the wrong file under the right name
+    with pytest.raises(SystemExit, match="--noise uniform"):
+        T.main(flags + ["--noise", "gaussian", "--resume", "--max-iters", "4"])
+
+
+def test_the_final_figure_is_the_mean_of_its_draws_and_their_spread_is_reported(names_file):
+    """evaluate() draws one mask set at a time: the same masks as one call with draws=D, so the
+    same figure, plus a standard error over the draws (none from one draw, zero for the AR twin)."""
+    from torch_version import diffusion, train as T
+    from torch_version.model import ModelConfig, Transformer
+    data = T.load_dataset(str(names_file))
+    torch.manual_seed(0)
+    net = Transformer(ModelConfig(vocab_size=len(data["itos"]), n_out=len(data["itos"]) - 1,
+                                  block_size=data["block_size"], n_layer=1, n_head=2, n_embd=16)).eval()
+    torch.nn.init.normal_(net.head.weight, std=0.5)
+    mask_id = len(data["itos"]) - 1
+    value, se, draw_se = T.evaluate(net, data, False, 3, False, torch.autocast("cpu", enabled=False), mask_id, 0)
+    whole = diffusion.estimate_nelbo(data["held"], net, mask_id, torch.Generator().manual_seed(T.EVAL_SEED), draws=3)
+    assert value == pytest.approx(diffusion.per_char(whole, data["n_chars"])[0], rel=1e-12)
+    assert draw_se > 0
+    assert math.isnan(T.evaluate(net, data, False, 1, False, torch.autocast("cpu", enabled=False), mask_id, 0)[2])
+
+
+def test_bench_names_noise_all_reports_four_models_and_scores_their_samples(names_file, tmp_path, capsys):
+    from torch_version import bench_names
+    bench_names.main(["--dataset", str(names_file), "--max-iters", "2", "--eval-interval", "2", "--noise", "all",
+                      "--out", str(tmp_path)] + TINY)
+    out = capsys.readouterr().out
+    for line in ("diffusion NELBO", "AR twin NLL", "uniform diffusion NELBO", "Gaussian diffusion NELBO",
+                 "uniform diffusion / AR", "Gaussian diffusion / AR"):
+        assert line in out
+    table = out[out.index("samples per model"):].splitlines()[2:7]  # after the title and the header
+    assert [row.split()[0] for row in table] == ["masked", "uniform", "gaussian", "AR", "data"]
