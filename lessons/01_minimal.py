@@ -26,13 +26,16 @@
 # it); the outputs stored in this notebook come from the full run.
 
 # %%
-import inspect, os, re, sys
+import inspect, math, os, re, sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "minimal" / "train_minimal.py").is_file())
+ROOT = next((p for p in [Path.cwd(), *Path.cwd().parents] if (p / "minimal" / "train_minimal.py").is_file()), None)
+if ROOT is None:  # the notebook was opened away from the repository it belongs to
+    raise FileNotFoundError(f"no minimal/train_minimal.py in {Path.cwd()} or above it: open this notebook from the "
+                            f"lessons/ folder of a clone of the repository (or start Jupyter in the repository).")
 sys.path.insert(0, str(ROOT))  # the repository root, so the tiers import as packages
 from data.fetch import load_names, split_names
 from minimal import train_minimal as tm
@@ -137,6 +140,36 @@ for t in [0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0]:
 #   chance of being revealed in the next small step. At small $t$ few letters are still masked,
 #   but each of them is about to be revealed, so each weighs a lot.
 #
+# **Drawing the times.** Training estimates the expectation over $t$ by giving each name of a
+# batch its own $t$. `tm.sample_times` does not draw them independently: it draws *one*
+# uniform $u$ for the whole batch and spreads the batch evenly over the interval,
+# $t_i = \text{EPS} + (1 - \text{EPS})\,((u + i/B) \bmod 1)$ for $i = 0 \dots B-1$. Each $t_i$
+# alone is still uniform ($u$ shifted by $i/B$ and wrapped around), so the expected loss is
+# unchanged. Together, the times sit exactly $1/B$ apart, so every batch covers every noise level
+# in its fair share. Independent times sometimes pile up at small $t$, where the weight $1/t$ is
+# large, and sometimes miss it; that makes the batch average jump from step to step. Times drawn
+# this way are called *antithetic* or *stratified*. The cell counts, over 1,000 batches of 256
+# names, how many names get a $t$ below 0.1 (a weight above 10):
+
+# %%
+demo = np.random.default_rng(0)  # its own generator, so the lesson's later numbers do not move
+independent = demo.random((1000, 256))  # (batches, B): independent times
+antithetic = np.stack([tm.sample_times(256, demo) for _ in range(1000)])  # (batches, B)
+for name, ts in [("independent", independent), ("antithetic", antithetic)]:
+    small = (ts < 0.1).sum(1)  # names per batch with t < 0.1
+    print(f"{name:11}: {small.min()} to {small.max()} names of 256 have t < 0.1; "
+          f"the batch's mean t varies with a std of {ts.mean(1).std():.4f}")
+
+# %% [markdown]
+# `EPS` $= 10^{-3}$ keeps $t$ away from 0, where the weight $1/t$ is infinite. Near $t = 0$ a
+# name has a masked letter with chance about $L t$, and that letter's NLL is then multiplied by
+# $1/t$. The mean of that term stays finite (about $L t \cdot \frac{1}{t} = L$ times the NLL),
+# but its mean square, about $L t \cdot \frac{1}{t^2} = L / t$ times the squared NLL, integrates
+# to infinity at $t = 0$: without a floor, rare names drawn at tiny $t$ would carry huge weights
+# and the loss would have no finite variance. With $t \ge 10^{-3}$ no weight exceeds 1,000. The
+# price is a very small bias: the times below `EPS`, a thousandth of the interval, are never
+# drawn. The discrete form below, used for evaluation, has no $t$ and needs no floor.
+#
 # A quick check of that bookkeeping: a denoiser that knows nothing (all logits zero) pays
 # $\log 27$ nats for every guess. Each of the $L$ positions is revealed exactly once, so its
 # NELBO must be $L \log 27$ per name, or $\log 27$ per position. `tm.nelbo_loss` returns the
@@ -155,11 +188,38 @@ print(f"masked share {mask.mean():.3f}; largest gradient on a visible position: 
 # gradient on every visible position is exactly zero: nothing is learnt from letters that were
 # never hidden.
 #
-# Averaging over $t$ by hand gives an equivalent *discrete* form that has less variance, and
-# that is the one used for evaluation: for each $k = 1 \dots L$, mask a random set of $k$
-# positions and add $\frac{1}{k}$ times their summed negative log-likelihood. For the uniform
-# denoiser every term is exactly $\frac{1}{k} \cdot k \log 27$, so the estimate has no noise
-# at all:
+# **The discrete form, and where its $1/k$ comes from.** Averaging over $t$ by hand gives an
+# equivalent form with less variance; it is the one used for evaluation (SPEC section 4). Write
+# $f(S) = \sum_{\ell \in S} -\log p_\theta(x_0^\ell \mid x_0 \text{ with the set } S \text{ masked})$
+# for the summed NLL when the positions in $S$ are masked. The denoiser is not told $t$, so $f$
+# depends on which positions are masked, not on $t$. At time $t$ (linear schedule) each position
+# is masked with chance $t$, so the number $k$ of masked positions is Binomial$(L, t)$, and given
+# $k$ every set of $k$ positions is equally likely. Group the NELBO by $k$ ($k = 0$ costs nothing):
+#
+# $$\text{NELBO}(x_0) = \int_0^1 \frac{1}{t} \sum_{k=1}^{L} \binom{L}{k} t^k (1-t)^{L-k}\, \mathbb{E}_{|S|=k}\big[f(S)\big]\, dt = \sum_{k=1}^{L} c_k\, \mathbb{E}_{|S|=k}\big[f(S)\big], \qquad c_k = \binom{L}{k} \int_0^1 t^{k-1} (1-t)^{L-k}\, dt.$$
+#
+# The weight $1/t$ cancels one power of $t$, and what is left is a Beta integral,
+# $\int_0^1 t^{k-1}(1-t)^{L-k} dt = \frac{(k-1)!\,(L-k)!}{L!}$, so
+#
+# $$c_k = \frac{L!}{k!\,(L-k)!} \cdot \frac{(k-1)!\,(L-k)!}{L!} = \frac{1}{k}, \qquad \text{NELBO}(x_0) = \sum_{k=1}^{L} \frac{1}{k}\, \mathbb{E}_{|S|=k}\big[f(S)\big].$$
+#
+# Read backwards, the walk reveals the $L$ positions one at a time; while $k$ are masked, the
+# next one revealed is any of the $k$ with equal chance, so it costs $f(S)/k$ on average. (For
+# another schedule, substitute the masking chance $a = 1 - \alpha(t)$: then $w(t)\,dt = da/a$
+# and the same integral comes out.) `tm.estimate_nelbo` computes this sum: for each
+# $k = 1 \dots L$ it masks one random set of $k$ positions per name, adds $\frac{1}{k}$ times
+# their summed NLL, and averages `draws` such sums (4 by default). The coefficients $c_k$, by
+# numerical integration of the weight $1/t$ times the chance of $k$ masks at time $t$:
+
+# %%
+t_mid = (np.arange(100_000) + 0.5) / 100_000  # midpoints of 100,000 equal steps on (0, 1)
+c = np.array([np.mean(tm.weight(t_mid) * math.comb(L, k) * t_mid**k * (1 - t_mid) ** (L - k)) for k in range(1, L + 1)])
+print("k * c_k for k = 1..16:", np.round(np.arange(1, L + 1) * c, 6))
+print(f"largest difference between c_k and 1/k: {np.abs(c - 1 / np.arange(1, L + 1)).max():.1e}")
+
+# %% [markdown]
+# For the uniform denoiser $f(S) = k \log 27$ for every set of $k$ positions, so every term is
+# exactly $\frac{1}{k} \cdot k \log 27$ and the estimate has no noise at all:
 
 # %%
 uniform = lambda xt: np.zeros(xt.shape + (V - 1,))  # xt (B, L) -> logits (B, L, V-1)
@@ -234,6 +294,24 @@ for k, g in grads.items():
 # A training step is the whole story so far in six lines: draw a batch of names, draw a time
 # per name, mask, run the denoiser, compute the NELBO and its gradient, backprop, update with
 # Adam. The learning rate decays linearly to zero.
+#
+# **Adam** gives each weight its own step size. It keeps two running averages per weight: `m`,
+# of the gradient (`beta1 = 0.9`, about the last 10 steps), which smooths out the noise of single
+# batches; and `v`, of the squared gradient (`beta2 = 0.999`, about the last 1,000 steps), which
+# measures the size of that weight's gradients. The step is `lr * m / sqrt(v)`: about `lr`,
+# whatever the scale of the gradient, and smaller where the gradient keeps changing sign (then
+# `m` is small next to `sqrt(v)`). Both averages start at zero, so in the first steps they are
+# too small, `m` by the factor `1 - beta1**step` and `v` by `1 - beta2**step`. Dividing those
+# factors out is the *bias correction*; `tm.adam` folds both into one learning rate, `lr_t`, so
+# even the first step is about `lr` in size. Two weights with steady gradients a million times
+# apart move by the same `lr` per step (up to the tiny `eps`):
+
+# %%
+print(inspect.getsource(tm.adam))
+w, state = {"w": np.zeros(2)}, {}  # two weights, Adam's state empty
+for step in range(1, 4):
+    tm.adam(w, {"w": np.array([1000.0, 0.001])}, state, lr=0.01)
+    print(f"after step {step}: w = {w['w'][0]:.5f}, {w['w'][1]:.5f}")
 
 # %%
 print(inspect.getsource(tm.train))
@@ -268,8 +346,8 @@ print(f"bigram model, held-out NLL:    {bigram:.3f} nats/char (an exact likeliho
 # The diffusion NELBO is an upper bound, yet it already beats the bigram's exact likelihood.
 #
 # Where do those nats come from? The discrete form sums, over $k = 1 \dots L$, the loss of
-# guessing $k$ masked positions at once. Plotting the average loss per masked position against
-# $k$ shows what the model finds easy. Masked `PAD`s are cheap (once a few `PAD`s are visible,
+# guessing $k$ masked positions at once, weighted by $\frac{1}{k}$. Plotting the average loss
+# per masked position against $k$ shows what the model finds easy. Masked `PAD`s are cheap (once a few `PAD`s are visible,
 # the rest of the tail is obvious); masked letters are where the nats go, and they get harder
 # as fewer of their neighbours are visible.
 
@@ -366,7 +444,9 @@ print(f"{len(valid)}/{len(texts)} valid, {sum(s.rstrip('.') in train_set for s i
 #   destroys information gradually, ends at all-`MASK`, and is absorbing.
 # - Loss: the NELBO, $\mathbb{E}_t[w(t) \sum_{\text{masked}} -\log p]$, with $w(t) = 1/t$ for the
 #   linear schedule: the chance that a masked position is revealed in the next instant. Visible
-#   positions cost nothing. Evaluate it with the discrete form, in nats per character.
+#   positions cost nothing. Antithetic times and the floor `EPS` keep the training estimate's
+#   variance low and finite. Evaluate it with the discrete form, $\sum_k \frac{1}{k}$ times the
+#   NLL of $k$ masked positions (the $1/k$ is the $1/t$ integrated out), in nats per character.
 # - Denoiser: any function $x_t \mapsto$ logits of shape $(L, V-1)$; here a 2-layer MLP whose
 #   gradients are written by hand and checked against finite differences.
 # - Sampler: from all-`MASK`, reveal each masked position with probability
@@ -378,8 +458,8 @@ print(f"{len(valid)}/{len(texts)} valid, {sum(s.rstrip('.') in train_set for s i
 # ## Exercises
 #
 # Each exercise has a stub to fill in and a check cell that prints `PASS`, `FAIL` with what
-# differs, or `not yet` while the stub is untouched. The reference solutions are in collapsed
-# cells at the very end; try first.
+# differs, or `not yet` while the stub is untouched. The reference solutions are in a separate
+# file, `lessons/solutions.py`, so that you meet them only on purpose; try first.
 
 # %%
 def check(name, answer, reference, strict=False):
@@ -465,31 +545,18 @@ check("exercise 4, valid samples", None if None in answers else answers, [True, 
 # %% [markdown]
 # ## Solutions
 #
-# Expand the hidden cells below to see reference solutions. They run the same checks and stop
-# with an error if a check fails, so they double as a test that the checks above can pass.
+# The reference solutions are not in this notebook but in `lessons/solutions.py` (its first
+# section is this lesson's). The cell below loads that file and runs each solution through the
+# same check with `strict=True`, which stops with an error if a check fails: proof that every
+# check above can pass, and that it checks the right thing.
 
-# %% jupyter={"source_hidden": true}
-def cosine_weight_solution(t):
-    # alpha = cos(pi t / 2), so -alpha' = (pi / 2) sin(pi t / 2)
-    return (np.pi / 2) * np.sin(np.pi * t / 2) / (1 - np.cos(np.pi * t / 2))
+# %%
+import importlib.util
 
-
-def nelbo_grad_solution(logits, x0, mask, t):
-    g = np.exp(tm.log_softmax(logits))  # softmax, (B, L, V-1)
-    np.put_along_axis(g, x0[..., None], np.take_along_axis(g, x0[..., None], -1) - 1, -1)  # minus one-hot
-    return g * (tm.weight(t)[:, None] * mask / x0.size)[..., None]
-
-
-def uniform_nats_per_char_solution(names):
-    # every one of the L positions is revealed once and costs log(V-1); PADs count as cost, not as characters
-    return len(names) * L * np.log(V - 1) / sum(len(w) + 1 for w in names)
-
-
-def is_valid_solution(s):
-    return re.fullmatch(r"[a-z]+\.*", s) is not None
-
-
-check("solution 1", cosine_weight_solution(np.linspace(0.01, 1, 50)), tm.weight(np.linspace(0.01, 1, 50), "cosine"), strict=True)
-check("solution 2", nelbo_grad_solution(ex_logits, ex_x0, ex_mask, ex_t), tm.nelbo_loss(ex_logits, ex_x0, ex_mask, ex_t)[1], strict=True)
-check("solution 3", uniform_nats_per_char_solution(held_words), tm.per_char(nelbo_uniform, np.array([len(w) + 1 for w in held_words]))[0], strict=True)
-check("solution 4", [is_valid_solution(s) for s in tricky], [True, False, False, False, True, True], strict=True)
+spec = importlib.util.spec_from_file_location("solutions", ROOT / "lessons" / "solutions.py")  # by path: any working folder
+solutions = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(solutions)
+check("solution 1", solutions.cosine_weight_solution(np.linspace(0.01, 1, 50)), tm.weight(np.linspace(0.01, 1, 50), "cosine"), strict=True)
+check("solution 2", solutions.nelbo_grad_solution(ex_logits, ex_x0, ex_mask, ex_t), tm.nelbo_loss(ex_logits, ex_x0, ex_mask, ex_t)[1], strict=True)
+check("solution 3", solutions.uniform_nats_per_char_solution(held_words, V), tm.per_char(nelbo_uniform, np.array([len(w) + 1 for w in held_words]))[0], strict=True)
+check("solution 4", [solutions.is_valid_solution(s) for s in tricky], [True, False, False, False, True, True], strict=True)
