@@ -1,6 +1,7 @@
 """The lessons: each notebook agrees with its py:percent twin, is committed clean and with its
 full-mode outputs, and runs from top to bottom in fast mode (LESSONS_FAST=1)."""
 import importlib.util
+import re
 from pathlib import Path
 
 import jupytext
@@ -22,6 +23,14 @@ def notebook(name):
 
 def test_the_three_tier_lessons_exist():
     assert {"01_minimal", "02_pure", "03_torch"} <= set(NAMES)
+
+
+def test_solutions_live_in_their_own_file_which_is_no_lesson():
+    """A learner who reads a lesson meets no solution by accident (lessons/README.md, "Exercises")."""
+    assert (LESSONS / "solutions.py").is_file() and "solutions" not in NAMES
+    for name in NAMES:
+        text = (LESSONS / f"{name}.py").read_text()
+        assert not re.search(r"^def \w+_solution\(", text, re.M), f"{name}.py defines a solution: move it to solutions.py"
 
 
 @pytest.mark.parametrize("name", NAMES)
