@@ -139,3 +139,20 @@ def test_a_judge_that_is_not_an_ar_model_is_refused(tmp_path):
     with pytest.raises(SystemExit) as stop:
         evaluate.main([str(ckpt), "--judge", str(ckpt), "--device", "cpu"])
     assert str(stop.value).startswith("error:") and "AR twin" in str(stop.value)
+
+
+def test_evaluate_repeats_the_final_figure_with_the_draws_training_used(tmp_path, capsys):
+    """A run with --final-draws 3 records them; evaluate.py, asked for no --draws, uses the same 3
+    and prints training's own figure to the last digit."""
+    import re
+    from tests.conftest import write_names_like
+    from torch_version import train as T
+    names = write_names_like(tmp_path / "items.txt")
+    T.main(["--dataset", str(names), "--both", "--max-iters", "2", "--eval-interval", "2", "--n-layer", "1",
+            "--n-head", "2", "--n-embd", "16", "--batch-size", "8", "--eval-draws", "1", "--final-draws", "3",
+            "--samples", "0", "--quiet", "--no-compile", "--device", "cpu", "--out", str(tmp_path / "run")])
+    trained = float(re.search(r"held-out NELBO \(full discrete form, 3 mask draws\): ([0-9.]+)", capsys.readouterr().out).group(1))
+    evaluate.main([str(tmp_path / "run" / "ckpt.pt"), "--samples", "2", "--grid", "ancestral:2", "--out",
+                   str(tmp_path / "report"), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "3 mask draws" in out and float(re.search(r"held-out NELBO: ([0-9.]+)", out).group(1)) == trained

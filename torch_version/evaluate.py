@@ -261,8 +261,9 @@ def main(argv=None):
                         f"{' '.join(NAMES_GRID)} (the names default; text: {' '.join(TEXT_GRID)})")
     parser.add_argument("--samples", type=cli.count(2, 100_000), help=f"samples per grid cell (names {SAMPLES}, text {TEXT_SAMPLES} "
                         f"windows)")
-    parser.add_argument("--draws", type=cli.count(1, 10_000), help=f"mask sets per held-out sequence in the NELBO (default: as "
-                        f"train.py's final figure, names {FINAL_DRAWS}, shakespeare {SHAKESPEARE['final_draws']})")
+    parser.add_argument("--draws", type=cli.count(1, 10_000), help=f"mask sets per held-out sequence in the NELBO (default: those of the "
+                        f"training run's final figure; for older checkpoints names {FINAL_DRAWS}, text "
+                        f"{SHAKESPEARE['final_draws']})")
     parser.add_argument("--temperature", type=cli.temperature, default=1.0, help="sampling temperature")
     parser.add_argument("--out", help="folder for report.json, report.md and quality_vs_nfe.png "
                         "(default: the checkpoint's folder)")
@@ -297,6 +298,7 @@ def main(argv=None):
     if ckpt["config"].get("data_sha256", data["sha256"]) != data["sha256"]:
         sys.exit(f"error: {ckpt['config']['dataset']} has changed since {path} was trained on it (its checksum "
                  f"differs), so its held-out split is not the one trained around; score it on the original file.")
+    args.draws = args.draws or ckpt["config"].get("final_draws")  # the training run's own, where it recorded them
     try:
         report = run(args, model, judge_model, data, cells, ckpt["config"].get("schedule", "linear"),
                      checkpoint_precision(ckpt, args.device))

@@ -376,7 +376,8 @@ def train(args, data, ar, say=print):
                         weight_decay=args.weight_decay, seed=args.seed, mask_id=mask_id, pad_id=pad_id,
                         bos_id=mask_id,  # the AR twin's start token is MASK (diffusion.ar_inputs)
                         device=devices.kind(device), dtype=args.precision, ema=args.ema, deterministic=args.deterministic,
-                        data_sha256=data["sha256"])
+                        data_sha256=data["sha256"],
+                        final_draws=args.final_draws)  # evaluate.py repeats the final figure with the same draws
     # The EMA copy averages the weights over the last ~1 / (1 - decay) steps: it smooths the noise
     # of single batches (large in diffusion, where each name gets one random mask), and it is
     # the model that gets evaluated, saved and sampled.
