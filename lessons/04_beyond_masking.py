@@ -148,8 +148,9 @@ print(inspect.getsource(uniform.corrupt))
 print(inspect.getsource(uniform.nelbo_loss))
 
 # %% [markdown]
-# **Checked on a toy.** Lesson 3's toy distribution has four strings of three tokens over `a b c`,
-# `aab abc cba bbb`, with probabilities 0.4, 0.3, 0.2, 0.1. With uniform noise the exact
+# **Checked on a toy.** Like lesson 3, we take a distribution small enough to enumerate (the
+# tests' toy, `tests/toy.py`): four strings of three tokens over `a b c`, `aab abc cba bbb`, with
+# probabilities 0.4, 0.3, 0.2, 0.1. With uniform noise the exact
 # denoiser is Bayes' rule over the four strings: $q(x_0 \mid x_t) \propto q(x_0)\, \prod_\ell
 # q_t(x_t^\ell \mid x_0^\ell)$, and its per-position marginals are what a perfect network would
 # output. Plugged into `uniform.estimate_nelbo` it must give $-\log q(x_0)$, up to two things:
