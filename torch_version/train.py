@@ -323,7 +323,8 @@ class TrainingError(Exception):
 
 # Flags that may change when a run is resumed. Every other flag that shapes the training must be as
 # it was: the model's, the data's, and these (flag for each key of the checkpoint's config).
-RESUME_MAY_CHANGE = "--max-iters, --eval-interval, --eval-draws, --final-draws, --samples, --compile, --threads, --quiet"
+RESUME_MAY_CHANGE = ("--max-iters, --eval-interval, --eval-at, --eval-draws, --final-draws, --samples, --compile, "
+                     "--threads, --quiet")
 FIXED_ON_RESUME = dict(noise="--noise", objective="--objective", schedule="--schedule", batch_size="--batch-size",
                        optimizer="--optimizer", lr="--lr", weight_decay="--weight-decay", ema="--ema",
                        seed="--seed", dtype="--dtype", deterministic="--deterministic")
@@ -433,7 +434,8 @@ def train(args, data, ar, say=print):
             running += loss.detach()  # summed on the device: no host sync per step
             n_running += 1
             bar.update(1)
-            if step % args.eval_interval == 0 or step == args.max_iters:
+            due = step in args.eval_at if args.eval_at else step % args.eval_interval == 0
+            if due or step == args.max_iters:
                 train_loss = running.item() / n_running
                 eval_start = time.time()
                 val, se, _ = evaluate(evaluated, data, ar, args.eval_draws, True, autocast, mask_id, pad_id,
@@ -563,6 +565,8 @@ def parse_args(argv=None):
     parser.add_argument("--both", action="store_true", help="train diffusion, then the AR twin; compare")
     parser.add_argument("--max-iters", type=cli.count(1), help=f"optimizer steps (names: {MAX_ITERS})")
     parser.add_argument("--eval-interval", type=cli.count(1), help=f"steps between evaluations (names: {EVAL_INTERVAL})")
+    parser.add_argument("--eval-at", type=cli.list_of(cli.count(1)), help="evaluate at these steps instead (comma-separated, "
+                        "e.g. a log grid: bench_crossover.py), and at the last")
     parser.add_argument("--eval-draws", type=cli.count(1), help=f"mask sets per sequence per evaluation (names: {EVAL_DRAWS})")
     parser.add_argument("--final-draws", type=cli.count(1), help=f"... for the final figure (names: {FINAL_DRAWS})")
     parser.add_argument("--batch-size", type=cli.count(1), help=f"sequences per step (names: {BATCH_SIZE})")
