@@ -1,4 +1,4 @@
-"""The minimal tier behaves as SPEC.md says: gradients, forward process, ELBO, samplers, CLI."""
+"""The minimal tier behaves as docs/algorithm.md says: gradients, forward process, ELBO, samplers, CLI."""
 import subprocess
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The torch tier's samplers behave as SPEC.md 6 says and agree with the NumPy tiers; the script
+"""The torch tier's samplers behave as docs/algorithm.md section 6 says and agree with the NumPy tiers; the script
 and the sampling benchmark run, and bad input gets one sentence."""
 import json
 import subprocess
