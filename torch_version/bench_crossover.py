@@ -59,9 +59,8 @@ def run_key(width, model, flags):
     return f"width {width}, {model}, {' '.join(flags) or 'default regularisation'}"
 
 
-def train_run(width, model, flags, epochs, data, common):
+def train_run(width, model, flags, epochs, data, common, steps_per_epoch):
     """One run: its curve [(epoch, nats, se)], its best checkpoint's final figure and its wall time."""
-    steps_per_epoch = math.ceil(data["n_train"] / T.parse_args(common).batch_size)
     grid = log_grid(epochs)
     args = T.parse_args(common + ["--n-embd", str(width), "--max-iters", str(epochs * steps_per_epoch),
                                   "--eval-at", ",".join(str(e * steps_per_epoch) for e in grid),
@@ -145,6 +144,7 @@ def main(argv=None):
         sys.exit(f"error: {err}")
     if data["kind"] != "names":
         sys.exit("error: the crossover benchmark counts epochs over a list of names; give it --dataset names or a list file.")
+    steps_per_epoch = math.ceil(data["n_train"] / args.batch_size)
     curves = Path(ours.out) / "curves.json"
     done = json.loads(curves.read_text()) if curves.is_file() else {}
     todo = [(w, m, f) for w in widths for m, sweep in preset["sweeps"].items() for f in sweep]
@@ -163,7 +163,7 @@ def main(argv=None):
                 print(f"budget of {ours.budget_minutes:g} minutes spent; rerun the same command to go on")
                 break
             print(f"run {i}/{len(todo)}: {key}, {epochs} epochs", flush=True)
-            done["runs"][key] = train_run(width, model, flags, epochs, data, common)
+            done["runs"][key] = train_run(width, model, flags, epochs, data, common, steps_per_epoch)
             atomic_write(curves, lambda f: f.write(json.dumps(done, indent=1).encode()))
             ran += 1
     except (CheckpointError, T.TrainingError) as err:
