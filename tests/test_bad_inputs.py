@@ -163,6 +163,15 @@ def test_too_little_held_out_data_is_refused_and_says_why(text, says, tmp_path, 
     assert code == 1 and one_sentence(message) and says in message, message
 
 
+def test_the_full_form_during_training_is_refused_for_text_windows_in_one_sentence(tmp_path, capsys):
+    path = tmp_path / "prose.txt"
+    path.write_text("It was a dark and stormy night; the rain fell in torrents. " * 200)
+    code, message = exit_of(T.main, ["--dataset", path, "--out", tmp_path / "out", "--eval-full", "--max-iters", "2"]
+                            + TINY, capsys)
+    assert code == 1 and one_sentence(message) and "--eval-full is for lists of names" in message, message
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # refused before any training
+
+
 def test_a_dataset_changed_after_training_is_refused_by_resume_and_by_evaluate(names, tmp_path, capsys):
     path = tmp_path / "items.txt"
     path.write_text(names.read_text())

@@ -323,8 +323,8 @@ class TrainingError(Exception):
 
 # Flags that may change when a run is resumed. Every other flag that shapes the training must be as
 # it was: the model's, the data's, and these (flag for each key of the checkpoint's config).
-RESUME_MAY_CHANGE = ("--max-iters, --eval-interval, --eval-at, --eval-draws, --final-draws, --samples, --compile, "
-                     "--threads, --quiet")
+RESUME_MAY_CHANGE = ("--max-iters, --eval-interval, --eval-at, --eval-draws, --eval-full, --final-draws, --samples, "
+                     "--compile, --threads, --quiet")
 FIXED_ON_RESUME = dict(noise="--noise", objective="--objective", schedule="--schedule", batch_size="--batch-size",
                        optimizer="--optimizer", lr="--lr", weight_decay="--weight-decay", ema="--ema",
                        seed="--seed", dtype="--dtype", deterministic="--deterministic")
@@ -410,7 +410,7 @@ def train(args, data, ar, say=print):
         f"{', compiled' if args.compile else ''}")
 
     loss_name = "NLL" if ar else "NELBO"
-    best_step, history, running, n_running = step, [], torch.zeros((), device=device), 0
+    best_step, history, history_draw_se, running, n_running = step, [], [], torch.zeros((), device=device), 0
     first_step, eval_seconds, start = step, 0.0, time.time()
     bar = tqdm(total=args.max_iters, initial=step, disable=True if args.quiet else None,  # None: off when not a terminal
                desc=name, unit="step", leave=False)
@@ -438,9 +438,10 @@ def train(args, data, ar, say=print):
             if due or step == args.max_iters:
                 train_loss = running.item() / n_running
                 eval_start = time.time()
-                val, se, _ = evaluate(evaluated, data, ar, args.eval_draws, True, autocast, mask_id, pad_id,
-                                      train_config["noise"], args.schedule)
+                val, se, draw_se = evaluate(evaluated, data, ar, args.eval_draws, not args.eval_full, autocast,
+                                            mask_id, pad_id, train_config["noise"], args.schedule)
                 history.append((step, train_loss, val, se))
+                history_draw_se.append(draw_se)
                 if not (math.isfinite(train_loss) and math.isfinite(val)):
                     raise TrainingError(f"the {name} diverged by step {step} (training loss {train_loss:g}, held-out "
                                         f"{val:g}) and nothing after it was saved; try a lower --lr.")
@@ -461,8 +462,8 @@ def train(args, data, ar, say=print):
     seconds = time.time() - start
     return dict(name=name, model=evaluated, config=config, path=path, best=best, best_step=best_step,
                 seconds=seconds, eval_seconds=eval_seconds, tokens=(step - first_step) * args.batch_size * config.block_size,
-                history=history, autocast=autocast, mask_id=mask_id, pad_id=pad_id, saved_step=saved_step,
-                noise=train_config["noise"])
+                history=history, history_draw_se=history_draw_se, autocast=autocast, mask_id=mask_id, pad_id=pad_id,
+                saved_step=saved_step, noise=train_config["noise"])
 
 
 def final_evaluation(result, data, args):
@@ -484,7 +485,7 @@ def estimate_label(data, args, ar, final, noise="masked"):
         return "exact NLL"
     draws = args.final_draws if final else args.eval_draws
     plural = "s" * (draws > 1)
-    if not final:
+    if not final and not args.eval_full:
         return f"one-pass estimate, {draws} draw{plural}"
     if noise != "masked":
         return f"{data['block_size']} stratified times per sequence, {draws} draw{plural}"
@@ -568,6 +569,8 @@ def parse_args(argv=None):
     parser.add_argument("--eval-at", type=cli.list_of(cli.count(1)), help="evaluate at these steps instead (comma-separated, "
                         "e.g. a log grid: bench_crossover.py), and at the last")
     parser.add_argument("--eval-draws", type=cli.count(1), help=f"mask sets per sequence per evaluation (names: {EVAL_DRAWS})")
+    parser.add_argument("--eval-full", action="store_true", help="names: evaluate during training in the final "
+                        "figure's full discrete form (L passes per draw) instead of the one-pass form")
     parser.add_argument("--final-draws", type=cli.count(1), help=f"... for the final figure (names: {FINAL_DRAWS})")
     parser.add_argument("--batch-size", type=cli.count(1), help=f"sequences per step (names: {BATCH_SIZE})")
     parser.add_argument("--lr", type=cli.positive, help=f"peak learning rate (names: {LEARNING_RATE})")
@@ -658,6 +661,8 @@ def main(argv=None):
         data = load_dataset(args.dataset, args.data_dir, args.device, args.block_size)
     except DatasetError as err:
         sys.exit(f"error: {err}")
+    if args.eval_full and data["kind"] != "names":
+        sys.exit("error: --eval-full is for lists of names: a text window's full discrete form costs a pass per character.")
     say = (lambda *a: None) if args.quiet else print
     itos = data["itos"]
     if data["kind"] == "names":
