@@ -472,7 +472,7 @@ display(Image(filename=str(plot_path)))
 #   at epoch 100: the faint curve); with dropout 0.1 it keeps improving to 400 epochs, and that
 #   is what keeps it ahead. Weight decay did little.
 #
-# Why no crossover here, when the papers find one? Their models have 100M parameters and more;
+# Why no crossover here, when the papers find one? Their models run to billions of parameters;
 # these have 13k and 52k, for 200K characters. Ni et al. find the crossover earlier for larger
 # models, and both papers find it only once compute is well past the point where the AR model
 # stops gaining. Here the twin only begins to overfit (it takes 64 epochs), and a little

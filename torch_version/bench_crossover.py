@@ -12,8 +12,8 @@ over the held-out names (and the denoiser's from its draws). Then each model's b
 the widest width is trained LONG times as long. Each model and width is compared at its best
 setting and checkpoint (SPEC 5), measured again there as train.py's final figure (16 draws).
 
-    python3 torch_version/bench_crossover.py --short           # the machinery, in a few minutes
-    python3 torch_version/bench_crossover.py                   # the whole benchmark: 1.5 hours on 2 CPU cores
+    python3 torch_version/bench_crossover.py --short           # the machinery, in 2-3 minutes
+    python3 torch_version/bench_crossover.py                   # the whole benchmark: about 2 hours on 2 CPU cores
     python3 torch_version/bench_crossover.py --budget-minutes 30   # stop after half an hour; rerun to go on
 
 Resumable by run: every finished run is added to out/crossover/curves.json (written atomically),
@@ -175,7 +175,7 @@ def main(argv=None):
     parser.add_argument("--widths", type=cli.list_of(cli.count(4, 4096)), help=f"model widths (default {WIDTHS})")
     parser.add_argument("--long", type=cli.count(0, 1000), help=f"then each model's best setting at the widest width "
                         f"for this many times the epochs (default {LONG}; 0: none)")
-    parser.add_argument("--short", action="store_true", help="a few minutes: width 16, 4 epochs, the smallest sweep")
+    parser.add_argument("--short", action="store_true", help="2-3 minutes: width 16, 4 epochs (8 for the long stage), the smallest sweep")
     parser.add_argument("--budget-minutes", type=cli.number(lo=0, lo_open=True), help="start no run after this many "
                         "minutes (each call finishes at least one); rerun to go on")
     parser.add_argument("--out", default=str(OUT), help="folder of the curve file and the runs' checkpoints")
