@@ -146,7 +146,7 @@ def plot(runs, path):
                             capsize=2, color=colour, ls="--" if epochs > sweep_epochs else "-",
                             label=f"{model}, {epochs} epochs ({' '.join(r['flags']) or 'default'})")
             plain = [r for r in mine if r["epochs"] == sweep_epochs and not r["flags"]]
-            if plain and plain[0]["flags"] != best_runs(mine)[(width, model)]["flags"]:  # what the best setting fixed
+            if plain and plain[0]["flags"] != best[(width, model)]["flags"]:  # what the best setting fixed
                 e, nats, *_ = zip(*plain[0]["curve"])
                 ax.plot(e, nats, color=colour, alpha=0.4, lw=1, label=f"{model}, {sweep_epochs} epochs (default)")
             if (width, model) in best:
