@@ -4,7 +4,6 @@ The .py files are the source (readable diffs); each .ipynb is generated from its
 in full mode so its stored outputs are the real figures, then cleaned: no execution counts, no
 timing or kernel details, stable cell ids. Run it after editing a lesson, then commit both files.
 
-    export DIFFUSION_DATA_DIR=/path/to/data  # or let data/fetch.py download the names
     python3 lessons/build.py                 # every lesson, full mode (a few minutes on 2 cores)
     python3 lessons/build.py 01_minimal      # one lesson
     python3 lessons/build.py --fast          # quick look with LESSONS_FAST=1 (do not commit these outputs)

@@ -219,7 +219,7 @@ def main(argv=None):
     parser.add_argument("--samples", type=cli.count(1, 100_000), default=20, help="names to generate")
     parser.add_argument("--temperature", type=cli.temperature, default=1.0, help="sampling temperature")
     parser.add_argument("--quiet", action="store_true", help="print only the NELBO and the samples")
-    parser.add_argument("--data-dir", help="folder holding names.txt (else DIFFUSION_DATA_DIR, else download)")
+    parser.add_argument("--data-dir", help="folder holding names.txt (else DIFFUSION_DATA_DIR, else the shipped copy)")
     args = parser.parse_args(argv)
     try:
         words = load_names(args.data_dir)

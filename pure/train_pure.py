@@ -513,7 +513,7 @@ def main(argv=None):
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--no-plots", action="store_true", help="skip the plots (no matplotlib needed)")
     parser.add_argument("--quiet", action="store_true", help="print only the NELBO and the samples")
-    parser.add_argument("--data-dir", help="folder holding names.txt (else DIFFUSION_DATA_DIR, else download)")
+    parser.add_argument("--data-dir", help="folder holding names.txt (else DIFFUSION_DATA_DIR, else the shipped copy)")
     args = parser.parse_args(argv)
     if not args.no_plots:
         try:

@@ -1,12 +1,5 @@
-"""Tests read the datasets from ../shared/data (beside the project) unless told otherwise."""
-import os
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
-
-if "DIFFUSION_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
-    os.environ["DIFFUSION_DATA_DIR"] = str(SHARED_DATA)
+"""Shared test helpers. The datasets ship with the code (names.txt, data/tiny_shakespeare.txt), so
+the tests read them from the clone itself: no variable, no network, no folder beside the project."""
 
 
 def write_names_like(path, n=200, seed=0):
