@@ -1,7 +1,7 @@
 """Sample metrics for generated names (SPEC 5), shared by every tier and tool that scores samples.
 
 What a sample is worth is measured the same way everywhere: pure prints these after training,
-torch_version/evaluate.py puts them in its report, the benchmarks in their tables. A sample is a
+torch_version/tools/evaluate.py puts them in its report, the benchmarks in their tables. A sample is a
 decoded string with PAD and MASK visible (each tier's PAD, MASK = ".", "_").
 
     from common.metrics import sample_metrics, unigram_entropy

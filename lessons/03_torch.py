@@ -43,7 +43,8 @@ if ROOT is None:  # the notebook was opened away from the repository it belongs 
     raise FileNotFoundError(f"no torch_version/train.py in {Path.cwd()} or above it: open this notebook from the "
                             f"lessons/ folder of a clone of the repository (or start Jupyter in the repository).")
 sys.path.insert(0, str(ROOT))  # the repository root, so the tiers import as packages
-from torch_version import devices, diffusion, model, muon, sample, train
+from torch_version.engine import devices, muon
+from torch_version import diffusion, model, sample, train
 
 FAST = os.environ.get("LESSONS_FAST") == "1"  # fewer training steps; every cell still runs
 plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (6, 3)})
@@ -183,7 +184,7 @@ for offset in range(5):
 # name is and where names tend to end.
 #
 # **Muon.** Adam (lesson 1), and AdamW, Adam with a decoupled weight decay, scale the step of
-# every single weight by that weight's own gradient history. Muon (`torch_version/muon.py`)
+# every single weight by that weight's own gradient history. Muon (`torch_version/engine/muon.py`)
 # treats a weight matrix as one linear map. It keeps a momentum $M$ of the matrix's gradient (an
 # average over about 20 steps) and steps along the *orthogonalised* momentum: if
 # $M = U S V^\top$, the update is about $U V^\top$, the same directions with every singular value
@@ -253,7 +254,7 @@ plt.xlabel("training step"); plt.ylabel("held-out nats per character"); plt.lege
 # this short run. On longer runs a small AR model overfits the names within minutes while the
 # diffusion model is still improving (SPEC section 5), so each model is compared at its best
 # held-out checkpoint, which `train.final_evaluation` reloads. The script's full default run
-# (`python3 torch_version/bench_names.py`: 3,500 steps each, about 4 minutes per model on two
+# (`python3 torch_version/bench/names.py`: 3,500 steps each, about 4 minutes per model on two
 # cores) narrows the gap to 2.080 against 1.999 nats/char, 1.040x. The AR twin's best
 # checkpoint there is at step 1,000, after which it overfits; its learning rate is still high
 # at that step, which is why this lesson's run, decayed by step 1,000, got it a little lower.
@@ -530,13 +531,13 @@ for j in (0, 5, 10, 16):
 #
 # ```bash
 # python3 torch_version/train.py --dataset shakespeare --both             # diffusion, then the AR twin
-# python3 torch_version/bench_shakespeare.py                              # tokens/s, MFU, NELBO beside AR
+# python3 torch_version/bench/shakespeare.py                              # tokens/s, MFU, NELBO beside AR
 # python3 torch_version/sample.py --dataset shakespeare --chars 2000 --sampler threshold --tau 0.9
 # python3 torch_version/sample.py --dataset shakespeare --ar --chars 2000
 # ```
 #
 # On a GPU it compiles the training step, and uses bf16 autocast where the GPU has bf16 tensor
-# cores (A100, H100, L4; a T4 trains in float32): `torch_version/devices.py` holds that policy, and
+# cores (A100, H100, L4; a T4 trains in float32): `torch_version/engine/devices.py` holds that policy, and
 # the README's "Devices" section explains it. Why not on this CPU? Build the model, time one
 # training step on a real batch, and multiply:
 

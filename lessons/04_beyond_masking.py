@@ -17,9 +17,9 @@
 # processes, each with its own negative ELBO, trains nothing new by hand but measures models that
 # share lesson 3's backbone, data and budget, and puts every bound beside the AR twin's loss.
 #
-# - **Uniform noise** (`torch_version/uniform.py`): a destroyed character becomes a *random
+# - **Uniform noise** (`torch_version/processes/uniform.py`): a destroyed character becomes a *random
 #   letter*, not a `MASK`. At the end every position is a uniformly random letter.
-# - **Gaussian noise** (`torch_version/gaussian.py`): each character becomes a vector, its
+# - **Gaussian noise** (`torch_version/processes/gaussian.py`): each character becomes a vector, its
 #   one-hot embedding, and Gaussian noise is mixed in, as for pixels. At the end there is only noise.
 #
 # You will see:
@@ -46,13 +46,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-ROOT = next((p for p in [Path.cwd(), *Path.cwd().parents] if (p / "torch_version" / "uniform.py").is_file()), None)
+ROOT = next((p for p in [Path.cwd(), *Path.cwd().parents] if (p / "torch_version" / "processes" / "uniform.py").is_file()), None)
 if ROOT is None:  # the notebook was opened away from the repository it belongs to
-    raise FileNotFoundError(f"no torch_version/uniform.py in {Path.cwd()} or above it: open this notebook from the "
+    raise FileNotFoundError(f"no torch_version/processes/uniform.py in {Path.cwd()} or above it: open this notebook from the "
                             f"lessons/ folder of a clone of the repository (or start Jupyter in the repository).")
 sys.path.insert(0, str(ROOT))  # the repository root, so the tiers import as packages
-from torch_version import (bench_crossover, bench_names, devices, diffusion, gaussian, model, sample, train, uniform,
-                           visualize)
+from torch_version import diffusion, model, sample, train
+from torch_version.bench import crossover as bench_crossover, names as bench_names
+from torch_version.engine import devices
+from torch_version.processes import gaussian, uniform
+from torch_version.tools import visualize
 
 FAST = os.environ.get("LESSONS_FAST") == "1"  # smaller measurements; every cell still runs
 plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (6, 3)})
@@ -143,7 +146,7 @@ plt.legend(fontsize=8); plt.show()
 # noise. And the integral stops at EPS: a model that leaves probability on a wrong letter where
 # $x_t$ looks clean pays about $1/t$ for it, which diverges at $t = 0$; the reconstruction term
 # pays for the last stretch instead. The code is the masked loop with those changes; `diff`
-# `torch_version/diffusion.py` against `torch_version/uniform.py` to see them one by one:
+# `torch_version/diffusion.py` against `torch_version/processes/uniform.py` to see them one by one:
 
 # %%
 print(inspect.getsource(uniform.corrupt))
@@ -295,7 +298,7 @@ print(inspect.getsource(model.time_features))
 print(inspect.getsource(train.diffusion_loss))
 
 # %% [markdown]
-# `python3 torch_version/bench_names.py --noise all` trains the four models (masked, uniform and
+# `python3 torch_version/bench/names.py --noise all` trains the four models (masked, uniform and
 # Gaussian diffusion, and the AR twin) and measures them; `weights/names/` holds the four trained
 # models that it wrote. This cell measures each one's bound on the 3,204 held-out names: the
 # masked model by the discrete form (every number of masks of every name), the other two by their
@@ -440,7 +443,7 @@ for n in [1, 10, 100, 400]:
 # %% [markdown]
 # So the denoiser's training set grows with the epochs, a kind of data augmentation that the
 # objective does by itself. Whether that makes it *better* than the AR twin is a measurement:
-# `python3 torch_version/bench_crossover.py` trains both for 100 epochs at widths 16 and 32,
+# `python3 torch_version/bench/crossover.py` trains both for 100 epochs at widths 16 and 32,
 # each with a small regularisation sweep (dropout for both, and weight decay for the AR twin,
 # which overfits), scores them on a log grid of epochs (the denoiser by the full discrete form
 # of its bound, the AR twin by its exact NLL), then trains each model's best setting at width 32

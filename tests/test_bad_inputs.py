@@ -18,7 +18,9 @@ import torch
 from minimal import train_minimal
 from tests.conftest import write_names_like
 from pure import train_pure
-from torch_version import bench_sampling, evaluate, sample, visualize
+from torch_version.bench import sampling as bench_sampling
+from torch_version.tools import evaluate, visualize
+from torch_version import sample
 from torch_version import train as T
 from torch_version.model import CheckpointError, read_checkpoint, save_checkpoint
 
@@ -220,14 +222,14 @@ def test_fetch_prints_help_instead_of_downloading_and_names_a_missing_folder():
 
 @pytest.mark.parametrize("script, argv", [("minimal/train_minimal.py", ["--seed", "-1"]),
                                           ("pure/train_pure.py", ["--temperature", "nan"]),
-                                          ("torch_version/evaluate.py", ["/no/such/ckpt.pt", "--device", "cpu"])])
+                                          ("torch_version/tools/evaluate.py", ["/no/such/ckpt.pt", "--device", "cpu"])])
 def test_from_the_shell_a_bad_input_prints_no_traceback(script, argv):
     done = subprocess.run([sys.executable, str(ROOT / script)] + argv, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr and done.stderr.strip()
 
 
 def test_bench_names_never_prints_the_figures_of_checkpoints_left_by_an_earlier_benchmark(names, tmp_path, capsys):
-    from torch_version import bench_names
+    from torch_version.bench import names as bench_names
     flags = ["--dataset", str(names), "--max-iters", "2", "--eval-interval", "2", "--out", str(tmp_path)] + TINY
     bench_names.main(flags)  # a healthy benchmark leaves both checkpoints behind
     capsys.readouterr()

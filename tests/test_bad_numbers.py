@@ -5,7 +5,9 @@ NumPy; a 0 must not mean "the default"; a huge count must not reach an allocatio
 entry point shares common/cli.py's types, so each rule is checked on each script that has the flag."""
 import pytest
 
-from torch_version import bench_sampling, bench_shakespeare, evaluate, sample, train, visualize
+from torch_version.bench import sampling as bench_sampling, shakespeare as bench_shakespeare
+from torch_version.tools import evaluate, visualize
+from torch_version import sample, train
 
 MAINS = {"train": train.main, "sample": sample.main, "evaluate": evaluate.main, "visualize": visualize.main,
          "bench_sampling": bench_sampling.main, "bench_shakespeare": bench_shakespeare.main}

@@ -1,4 +1,4 @@
-"""bench_crossover.py's machinery on a tiny budget (the long benchmark is not run in CI): the curve
+"""bench/crossover.py's machinery on a tiny budget (the long benchmark is not run in CI): the curve
 file holds the log-grid checkpoints it claims, in the final figure's form; the long runs take the
 sweep's best settings; an interrupted benchmark continues to the same file; the best run and
 checkpoint are the minimum; another benchmark's file is not continued."""
@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tests.conftest import write_names_like
-from torch_version import bench_crossover as X
+from torch_version.bench import crossover as X
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--batch-size", "20", "--no-compile", "--device", "cpu",
         "--final-draws", str(X.CURVE_DRAWS)]  # the curve's draws: its best point is then the final figure

@@ -1,4 +1,4 @@
-"""The device policy (torch_version/devices.py) and every entry point on a device that is not the host.
+"""The device policy (torch_version/engine/devices.py) and every entry point on a device that is not the host.
 
 The bugs that only show on a GPU are of two classes: data, model and random draws on different
 devices, and float64 on a device that has none (Apple's MPS). tests/pretend_device.py turns
@@ -17,10 +17,13 @@ import torch
 
 from tests.conftest import write_names_like
 from tests.pretend_device import DeviceMismatch, Float64OnDevice, pretend_accelerator
-from torch_version import bench_names, bench_sampling, bench_shakespeare, devices, diffusion, evaluate, sample
+from torch_version.bench import names as bench_names, sampling as bench_sampling, shakespeare as bench_shakespeare
+from torch_version.engine import devices
+from torch_version import diffusion, sample
+from torch_version.tools import evaluate
 from torch_version import train as T
 from torch_version import model as M
-from torch_version import visualize
+from torch_version.tools import visualize
 from torch_version.model import ModelConfig, Transformer, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

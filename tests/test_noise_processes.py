@@ -1,4 +1,4 @@
-"""Uniform-noise (torch_version/uniform.py) and Gaussian-embedding (torch_version/gaussian.py)
+"""Uniform-noise (torch_version/processes/uniform.py) and Gaussian-embedding (torch_version/processes/gaussian.py)
 diffusion keep the promises of docs/noise_processes.md, checked on tests/toy.py's distribution.
 
 Each process has an exact, Bayes-optimal denoiser on the toy: the posterior over its four strings
@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from scipy.stats import chi2
 
 from tests import toy
-from torch_version import gaussian as G
-from torch_version import uniform as U
+from torch_version.processes import gaussian as G
+from torch_version.processes import uniform as U
 
 STRINGS = torch.from_numpy(toy.STRINGS)         # (S, L) = (4, 3): aab, abc, cba, bbb
 Q = torch.from_numpy(toy.Q)                     # their probabilities, float64
@@ -399,7 +399,7 @@ def test_the_final_figure_is_the_mean_of_its_draws_and_their_spread_is_reported(
 
 
 def test_bench_names_noise_all_reports_four_models_and_scores_their_samples(names_file, tmp_path, capsys):
-    from torch_version import bench_names
+    from torch_version.bench import names as bench_names
     bench_names.main(["--dataset", str(names_file), "--max-iters", "2", "--eval-interval", "2", "--noise", "all",
                       "--out", str(tmp_path)] + TINY)
     out = capsys.readouterr().out

@@ -15,7 +15,7 @@ from data.fetch import load_text
 from minimal import train_minimal as tm
 from pure import train_pure as tp
 from tests import toy
-from torch_version import bench_sampling
+from torch_version.bench import sampling as bench_sampling
 from torch_version import sample as S
 from torch_version.diffusion import ar_nll
 from torch_version.model import ModelConfig, Transformer, save_checkpoint

@@ -18,7 +18,7 @@ from minimal import train_minimal as tm
 from tests import toy
 from torch_version import diffusion as D
 from torch_version import train as T
-from torch_version.muon import MuonAdamW, orthogonalize
+from torch_version.engine.muon import MuonAdamW, orthogonalize
 from torch_version.model import (CheckpointError, ModelConfig, Transformer, load_checkpoint,
                                  save_checkpoint)
 
@@ -433,7 +433,7 @@ def test_a_bad_input_as_a_script_prints_no_traceback(tmp_path):
 
 # ---------------------------------------------------------------- the benchmark scripts run end to end
 def test_bench_names_prints_both_losses_and_their_ratio(lines_file, tmp_path, capsys):
-    from torch_version import bench_names
+    from torch_version.bench import names as bench_names
     bench_names.main(["--dataset", str(lines_file), "--max-iters", "2", "--eval-interval", "2",
                       "--out", str(tmp_path)] + TINY_FLAGS)
     out = capsys.readouterr().out
@@ -441,7 +441,7 @@ def test_bench_names_prints_both_losses_and_their_ratio(lines_file, tmp_path, ca
 
 
 def test_bench_shakespeare_prints_speed_mfu_and_the_ratio(tmp_path, capsys):
-    from torch_version import bench_shakespeare
+    from torch_version.bench import shakespeare as bench_shakespeare
     prose = tmp_path / "prose.txt"  # a stand-in for Shakespeare: 30 windows of text
     prose.write_text("It was a dark and stormy night; the rain fell in torrents. " * 150, encoding="utf-8")
     bench_shakespeare.main(["--dataset", str(prose), "--no-compile", "--timing-iters", "1", "--peak-tflops", "1",

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from torch_version import visualize
+from torch_version.tools import visualize
 from torch_version.model import ModelConfig, Transformer, save_checkpoint
 from torch_version.sample import load_or_exit, sample_ancestral
 
@@ -103,7 +103,7 @@ def run_tui_in_pty(ckpt, keys, timeout=60):
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     env = dict(os.environ, TERM="xterm", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")  # a tiny model needs no more
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "torch_version" / "visualize.py"), "--ckpt", str(ckpt), "--tui",
+        [sys.executable, str(ROOT / "torch_version" / "tools" / "visualize.py"), "--ckpt", str(ckpt), "--tui",
          "--delay", "0.05", "--samples", "3", "--device", "cpu"],
         stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
         preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # Ctrl-C reaches it as SIGINT

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from torch_version import sample, visualize
+from torch_version import sample
+from torch_version.tools import visualize
 from torch_version.model import load_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"

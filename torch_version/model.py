@@ -130,7 +130,7 @@ class MLP(nn.Module):
     def forward(self, x):
         h = self.fc(x)  # (B, T, 4C)
         # GELU is GPT-2's smooth ReLU. ReLU squared (Primer, modded-nanogpt) is sparse and
-        # cheaper; bench_names.py --ablations measures both on names.
+        # cheaper; bench/names.py --ablations measures both on names.
         h = F.gelu(h) if self.activation == "gelu" else F.relu(h).square()
         return self.dropout(self.proj(h))
 
@@ -182,7 +182,7 @@ class Transformer(nn.Module):
         # this one"), which filling a gap from its neighbours needs. Alone they cannot tell
         # positions apart in an all-MASK input: every position then sees the same tokens at
         # the same offsets, up to the edges. A learned table (GPT-2) adds absolute positions:
-        # the first letter of a name, where names end. bench_names.py --ablations measures each.
+        # the first letter of a name, where names end. bench/names.py --ablations measures each.
         if config.positions not in ("rope", "learned", "both"):
             raise ValueError(f"positions must be 'rope', 'learned' or 'both', not {config.positions!r}")
         self.rope = config.positions in ("rope", "both")

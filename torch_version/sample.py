@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
 from common import cli  # noqa: E402
-from torch_version import devices  # noqa: E402
+from torch_version.engine import devices  # noqa: E402
 from torch_version.diffusion import alpha, decode, estimate_nelbo  # noqa: E402
 from torch_version.model import CheckpointError, load_checkpoint  # noqa: E402
 
@@ -373,7 +373,7 @@ def load_or_exit(path, device, causal, hint):
         noise = ckpt["config"].get("noise", "uniform or Gaussian")
         sys.exit(f"error: {path} holds a {noise}-noise model, which this script cannot sample or score (it "
                  f"handles masked diffusion and the AR twin); train.py --noise {noise} prints its samples, "
-                 f"bench_names.py --noise all scores them, and lesson 4 animates them.")
+                 f"bench/names.py --noise all scores them, and lesson 4 animates them.")
     if model.config.causal != causal:
         sys.exit(f"error: {path} holds {'an AR' if model.config.causal else 'a diffusion'} model; {hint}.")
     device = device or devices.default_device(ckpt["config"].get("dataset", "names"))

@@ -48,8 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` and `t
 from common import cli  # noqa: E402
 from common.files import output_problem  # noqa: E402
 from data.fetch import DatasetError, load_names, load_text, read_text, split_names, split_text  # noqa: E402
-from torch_version import devices, diffusion, gaussian, uniform  # noqa: E402
-from torch_version.muon import MuonAdamW  # noqa: E402
+from torch_version.engine import devices  # noqa: E402
+from torch_version import diffusion  # noqa: E402
+from torch_version.processes import gaussian, uniform  # noqa: E402
+from torch_version.engine.muon import MuonAdamW  # noqa: E402
 from torch_version.model import (CheckpointError, CheckpointWriter, ModelConfig,  # noqa: E402
                                  Transformer, read_checkpoint)
 
@@ -59,7 +61,7 @@ OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints go to out/<data
 # heads were within about 0.02 nats/char of each other after the same names), so the narrowest one,
 # which sees the most names in 5 minutes, ends best. On a CPU a small model's cost is the many
 # small operations of each step: torch.compile fuses them (1.8x here), and a large batch with a
-# large learning rate keeps both cores busy. Measured with bench_names.py; see the README.
+# large learning rate keeps both cores busy. Measured with bench/names.py; see the README.
 N_LAYER = 4            # transformer blocks
 N_HEAD = 4             # attention heads (8 dimensions each)
 N_EMBD = 32            # residual stream width: 52k parameters
@@ -94,7 +96,7 @@ SHAKESPEARE = dict(
 # (lr 1e-3), so Muon, and 4,000 steps of 32 windows to fill the minutes. Width, at those 2,000
 # steps: 64 -> 2.095, 128 -> 2.089, 192 -> 2.118, so 128; 64 costs about half as much per step and
 # may do better at equal wall time (not measured yet). The k-form loss integrates time out, so
-# there is no noise schedule to choose. Measured with bench_shakespeare.py --size small; see the README.
+# there is no noise schedule to choose. Measured with bench/shakespeare.py --size small; see the README.
 SHAKESPEARE_SMALL = dict(
     n_layer=4, n_head=4, n_embd=128,   # about 0.8M parameters
     block_size=64,                     # characters per window (and per held-out window)
@@ -567,7 +569,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-iters", type=cli.count(1), help=f"optimizer steps (names: {MAX_ITERS})")
     parser.add_argument("--eval-interval", type=cli.count(1), help=f"steps between evaluations (names: {EVAL_INTERVAL})")
     parser.add_argument("--eval-at", type=cli.list_of(cli.count(1)), help="evaluate at these steps instead (comma-separated, "
-                        "e.g. a log grid: bench_crossover.py), and at the last")
+                        "e.g. a log grid: bench/crossover.py), and at the last")
     parser.add_argument("--eval-draws", type=cli.count(1), help=f"mask sets per sequence per evaluation (names: {EVAL_DRAWS})")
     parser.add_argument("--eval-full", action="store_true", help="names: evaluate during training in the final "
                         "figure's full discrete form (L passes per draw) instead of the one-pass form")

@@ -17,10 +17,10 @@ embeddings; docs/noise_processes.md), each scored on its own NELBO, and then sam
 names from each model (ancestral samplers, 64 steps; the AR twin with its KV cache) and scores
 them as evaluate.py does: valid, copied, new, length distance, AR-judge perplexity, entropy.
 
-    python3 torch_version/bench_names.py                 # about 10 minutes on 2 CPU cores
-    python3 torch_version/bench_names.py --ablations     # and 6 more diffusion runs
-    python3 torch_version/bench_names.py --noise all     # masked, uniform and Gaussian noise, and the AR twin
-    python3 torch_version/bench_names.py --max-iters 500 # a shorter budget for both
+    python3 torch_version/bench/names.py                 # about 10 minutes on 2 CPU cores
+    python3 torch_version/bench/names.py --ablations     # and 6 more diffusion runs
+    python3 torch_version/bench/names.py --noise all     # masked, uniform and Gaussian noise, and the AR twin
+    python3 torch_version/bench/names.py --max-iters 500 # a shorter budget for both
 
 Changes from train.py --both: its own checkpoint folder (out/bench_names/), so the default
 checkpoints are left alone, the wall time of each run, the ablations and the other noises.
@@ -33,12 +33,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # so `torch_version` imports from any folder
 from common import cli  # noqa: E402
 from common.files import output_problem  # noqa: E402
 from data.fetch import DatasetError  # noqa: E402
 from torch_version.model import CheckpointError  # noqa: E402
-from torch_version import devices, diffusion, train as T  # noqa: E402
+from torch_version.engine import devices  # noqa: E402
+from torch_version import diffusion, train as T  # noqa: E402
 
 ABLATIONS = {  # one change at a time from the default diffusion config
     "rotary positions only": ["--positions", "rope"],
@@ -119,7 +120,7 @@ def compare(ours, flags, data):
 def sample_table(models, ar, data, n=SAMPLES, steps=SAMPLE_STEPS):
     """n names from each diffusion model and from the AR twin, and held-out names, scored alike
     (evaluate.py's score: the AR twin is the judge; invalid names are counted, not judged)."""
-    from torch_version import evaluate as E  # its scoring, as evaluate.py reports it
+    from torch_version.tools import evaluate as E  # its scoring, as evaluate.py reports it
     from torch_version.sample import generate_ar, make_denoiser, sample_ancestral
     itos, L, device = data["itos"], data["block_size"], ar["args"].device
     mask_id, pad_id = len(itos) - 1, 0

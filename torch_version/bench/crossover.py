@@ -12,9 +12,9 @@ over the held-out names (and the denoiser's from its draws). Then each model's b
 the widest width is trained LONG times as long. Each model and width is compared at its best
 setting and checkpoint (SPEC 5), measured again there as train.py's final figure (16 draws).
 
-    python3 torch_version/bench_crossover.py --short           # the machinery, in 2-3 minutes
-    python3 torch_version/bench_crossover.py                   # the whole benchmark: about 2 hours on 2 CPU cores
-    python3 torch_version/bench_crossover.py --budget-minutes 30   # stop after half an hour; rerun to go on
+    python3 torch_version/bench/crossover.py --short           # the machinery, in 2-3 minutes
+    python3 torch_version/bench/crossover.py                   # the whole benchmark: about 2 hours on 2 CPU cores
+    python3 torch_version/bench/crossover.py --budget-minutes 30   # stop after half an hour; rerun to go on
 
 Resumable by run: every finished run is added to out/crossover/curves.json (written atomically),
 and a rerun with the same flags skips the runs already there; an interrupted run starts again
@@ -22,7 +22,7 @@ from its first step, with its own seed, so the file ends the same either way. --
 starts no new run after that many minutes (each call finishes at least one). A rerun after the
 last run only prints the table and redraws the plot (docs/crossover.png, or --plot).
 
-Changes from bench_names.py: many epochs instead of the default budget, a log grid of
+Changes from bench/names.py: many epochs instead of the default budget, a log grid of
 evaluations, a regularisation sweep per model, several widths, and a curve file that survives.
 """
 import argparse
@@ -32,12 +32,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # so `torch_version` imports from any folder
 from common import cli  # noqa: E402
 from common.files import atomic_write, output_problem  # noqa: E402
 from data.fetch import DatasetError  # noqa: E402
 from torch_version.model import CheckpointError  # noqa: E402
-from torch_version import devices, train as T  # noqa: E402
+from torch_version.engine import devices  # noqa: E402
+from torch_version import train as T  # noqa: E402
 
 EPOCHS = 100         # passes over the training names per run of the sweep (the default budget is about 62)
 WIDTHS = [16, 32]    # model widths (4 layers, 4 heads each)
@@ -49,7 +50,7 @@ SWEEPS = {           # regularisation settings per model: train.py flags; each m
 }
 SHORT = dict(epochs=4, widths=[16], long=2, sweeps={"diffusion": [[]], "AR twin": [[], ["--dropout", "0.1"]]})
 OUT = T.OUT_DIR / "crossover"
-PLOT = Path(__file__).resolve().parents[1] / "docs" / "crossover.png"
+PLOT = Path(__file__).resolve().parents[2] / "docs" / "crossover.png"
 
 
 def log_grid(epochs):

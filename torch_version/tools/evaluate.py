@@ -10,10 +10,10 @@ that are valid, copied from the training set or new, and by the distance between
 the real length distributions (SPEC 5). The AR twin's own samples and real held-out data are scored
 the same way, as references.
 
-    python3 torch_version/evaluate.py                                  # out/names/ckpt.pt, ~1 minute on CPU
-    python3 torch_version/evaluate.py torch_version/out/names/ckpt.pt --samples 2000
-    python3 torch_version/evaluate.py CKPT --grid ancestral:4,16,64 threshold:0.5,0.9
-    python3 torch_version/evaluate.py torch_version/out/shakespeare/ckpt.pt --device cuda
+    python3 torch_version/tools/evaluate.py                                  # out/names/ckpt.pt, ~1 minute on CPU
+    python3 torch_version/tools/evaluate.py torch_version/out/names/ckpt.pt --samples 2000
+    python3 torch_version/tools/evaluate.py CKPT --grid ancestral:4,16,64 threshold:0.5,0.9
+    python3 torch_version/tools/evaluate.py torch_version/out/shakespeare/ckpt.pt --device cuda
 
 It prints the report and writes report.json, report.md and quality_vs_nfe.png to --out (default:
 the checkpoint's folder). How invalid names count: they are shown as the 'valid' share and are
@@ -37,18 +37,18 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` and `common` import from any folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # so `torch_version` and `common` import from any folder
 from data.fetch import DatasetError  # noqa: E402
 from common.metrics import sample_metrics, unigram_entropy  # noqa: E402
 from torch_version import diffusion  # noqa: E402
 from common import cli  # noqa: E402
 from common.files import atomic_write, output_problem  # noqa: E402
-from torch_version import devices  # noqa: E402
+from torch_version.engine import devices  # noqa: E402
 from torch_version.sample import (SAMPLERS, WEIGHTS_DIR, checkpoint_precision, default_checkpoint,  # noqa: E402
                                   generate_ar, load_or_exit, make_denoiser)
 from torch_version.train import FINAL_DRAWS, SHAKESPEARE, evaluate, load_dataset  # noqa: E402
 
-OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
+OUT_DIR = Path(__file__).resolve().parents[1] / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
 SAMPLES = 500          # names per grid cell: a share's standard error is at most 0.5/sqrt(500) = 2.2%
 TEXT_SAMPLES = 4       # text: windows per grid cell (each one block_size characters)
 NAMES_GRID = ("ancestral:2,4,8,16", "confidence:2,4,8,16", "threshold:0.3,0.6,0.9")
@@ -305,7 +305,7 @@ def main(argv=None):
     except ValueError as err:
         sys.exit(f"error: {err}")
     report.update(checkpoint=str(path), judge_checkpoint=str(judge_path), step=ckpt["step"],
-                  command=" ".join(["python3", "torch_version/evaluate.py"] + [shlex.quote(a) for a in argv]),
+                  command=" ".join(["python3", "torch_version/tools/evaluate.py"] + [shlex.quote(a) for a in argv]),
                   machine=machine(args.device))
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")

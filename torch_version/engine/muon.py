@@ -9,7 +9,7 @@ entries would otherwise drown. Five Newton-Schulz iterations (matrix products on
 without an SVD. Muon is meant for the hidden matrices of the transformer blocks; the
 embeddings, the output head and the norms' gains keep AdamW, in the same optimizer.
 
-    from torch_version.muon import MuonAdamW
+    from torch_version.engine.muon import MuonAdamW
     optimizer = MuonAdamW([dict(params=block_matrices, muon=True, weight_decay=0.1),
                            dict(params=embeddings_and_head, muon=False, weight_decay=0.1),
                            dict(params=gains, muon=False, weight_decay=0.0)], lr=1.5e-2)
@@ -18,7 +18,7 @@ One learning rate serves both rules: each Muon update is rescaled to the size of
 AdamW update (0.2 * sqrt(larger side of the matrix), the rule of Moonshot's "Muon is scalable
 for LLM training"), so AdamW's learning rate and weight decay carry over. On names it lowers
 the denoiser's held-out NELBO from 2.110 to 2.070 nats/char after the same 3,500 steps, for
-about 7% more time per step on a CPU (bench_names.py with and without --optimizer adamw; see
+about 7% more time per step on a CPU (bench/names.py with and without --optimizer adamw; see
 the README). tests/test_torch_train.py checks both rules against torch.optim.Muon and
 torch.optim.AdamW.
 

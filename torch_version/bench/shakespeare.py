@@ -15,12 +15,12 @@ What it measures, for the 10.7M-parameter config of train.py --dataset shakespea
    diffusion NELBO (one-pass L / k form, many draws) beside the AR twin's exact NLL, on the same
    256-character validation windows, each at its best checkpoint.
 
-    python3 torch_version/bench_shakespeare.py                    # H100 / H200: a few minutes
-    python3 torch_version/bench_shakespeare.py --peak-tflops 312  # a GPU not in PEAK_TFLOPS
-    python3 torch_version/bench_shakespeare.py --device cpu --no-compile --max-iters 3 \\
+    python3 torch_version/bench/shakespeare.py                    # H100 / H200: a few minutes
+    python3 torch_version/bench/shakespeare.py --peak-tflops 312  # a GPU not in PEAK_TFLOPS
+    python3 torch_version/bench/shakespeare.py --device cpu --no-compile --max-iters 3 \\
         --timing-iters 2 --final-draws 1                          # a smoke test of the whole path
 
-Changes from bench_names.py: a GPU job; it adds the speed figures (tokens/s, MFU) and keeps
+Changes from bench/names.py: a GPU job; it adds the speed figures (tokens/s, MFU) and keeps
 train.py's Shakespeare preset (flags such as --max-iters or --batch-size override it).
 """
 import argparse
@@ -31,11 +31,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # so `torch_version` imports from any folder
 from data.fetch import DatasetError  # noqa: E402
 from torch_version.model import CheckpointError  # noqa: E402
 from common import cli  # noqa: E402
-from torch_version import devices, train as T  # noqa: E402
+from torch_version.engine import devices  # noqa: E402
+from torch_version import train as T  # noqa: E402
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s from the vendors' data sheets: (bf16, TF32).
 # Names are matched in this order, so the more specific come first: "NVIDIA H200 NVL" is the

@@ -6,7 +6,7 @@ becomes its embedding e(v); Gaussian noise is mixed in, z_t = alpha_t e(x0) + si
 until only noise is left; a denoiser reads z_t and says which characters it thinks were there.
 It must be told t: nothing in z_t says how much of it is noise.
 
-    from torch_version import gaussian
+    from torch_version.processes import gaussian
     t = gaussian.sample_times(len(x0), g)                        # (B,) float64, host
     zt = gaussian.corrupt(x0, t, n_tokens, g)                    # (B, L, K) float32
     loss = gaussian.nelbo_loss(denoise(zt, t.float()), x0, t)

@@ -11,8 +11,8 @@ The figure to check: some diffusion setting uses <= 500 NFE with a judge perplex
 that of the AR twin's own samples. The script says whether it holds and writes a plot
 (perplexity against NFE) and the table as JSON beside the checkpoints.
 
-    python3 torch_version/bench_sampling.py                           # a GPU run, ~minutes on an H200
-    python3 torch_version/bench_sampling.py --chars 300 --samples 1 --steps 8 --taus 0.9 \\
+    python3 torch_version/bench/sampling.py                           # a GPU run, ~minutes on an H200
+    python3 torch_version/bench/sampling.py --chars 300 --samples 1 --steps 8 --taus 0.9 \\
         --ckpt A.pt --ckpt-ar B.pt --device cpu                       # a quick check of the pipeline
 
 Changes from sample.py: nothing in the algorithm; this file sweeps the samplers of sample.py,
@@ -27,17 +27,17 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` and `torch_version` import from any folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # so `data` and `torch_version` import from any folder
 from data.fetch import DatasetError, load_text, split_text  # noqa: E402
 from common import cli  # noqa: E402
 from common.files import atomic_write, output_problem  # noqa: E402
-from torch_version import devices  # noqa: E402
+from torch_version.engine import devices  # noqa: E402
 from torch_version.diffusion import ar_inputs, encode, host_nll  # noqa: E402
 from torch_version.model import CheckpointError, load_checkpoint  # noqa: E402
 from torch_version.sample import (checkpoint_precision, generate_ar, make_denoiser,  # noqa: E402
                                   sample_ancestral, sample_confidence, sample_text, sample_threshold)
 
-OUT_DIR = Path(__file__).resolve().parent / "out"
+OUT_DIR = Path(__file__).resolve().parents[1] / "out"
 CHARS = 2000                      # characters per sample, as the figure asks
 SAMPLES = 4                       # independent texts per setting (different seeds), run one at a time
 STEPS = (8, 16, 24, 32, 64, 128)  # ancestral and confidence: steps per block of new characters

@@ -7,11 +7,11 @@ frame, shows the two orders. The heat map shows how sure the denoiser was at eac
 position before each step: easy positions (the PADs after a short name) become confident
 early, and the confidence sampler fills those first; the letters stay uncertain longer.
 
-    python3 torch_version/visualize.py                     # GIF of 8 names -> out/names/denoising.gif
-    python3 torch_version/visualize.py --compare           # diffusion | AR twin, side by side
-    python3 torch_version/visualize.py --tui               # live in the terminal (q quits)
-    python3 torch_version/visualize.py --sampler confidence --steps 8 --show   # also in a window
-    python3 torch_version/visualize.py --dataset shakespeare --compare   # a 256-character window
+    python3 torch_version/tools/visualize.py                     # GIF of 8 names -> out/names/denoising.gif
+    python3 torch_version/tools/visualize.py --compare           # diffusion | AR twin, side by side
+    python3 torch_version/tools/visualize.py --tui               # live in the terminal (q quits)
+    python3 torch_version/tools/visualize.py --sampler confidence --steps 8 --show   # also in a window
+    python3 torch_version/tools/visualize.py --dataset shakespeare --compare   # a 256-character window
 
 Every run that writes a GIF also writes the heat map (denoising_confidence.png beside it).
 Masks are grey '_' cells, the characters unmasked in this step are yellow, PAD (the end of a
@@ -34,13 +34,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # so `torch_version` imports from any folder
 from common import cli  # noqa: E402
 from common.files import output_problem  # noqa: E402
 from torch_version.sample import (SAMPLERS, TAU, checkpoint_precision, default_checkpoint, generate_ar, load_or_exit,  # noqa: E402
                                   make_denoiser)
 
-OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
+OUT_DIR = Path(__file__).resolve().parents[1] / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
 SAMPLER = "ancestral"  # ancestral | confidence | threshold
 NAMES = 8              # names per animation (text: one window)
 TEXT_STEPS = 64        # text: sampler steps for a window (names: one step per position)

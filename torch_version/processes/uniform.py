@@ -7,7 +7,7 @@ n_tokens = K is numerically diffusion's mask_id). At t = 1 every sequence is uni
 whatever x0 was: that is the prior. A corrupted letter looks like any other letter, so the
 denoiser predicts x0 at every position, and it must be told t (xt does not show its noise level).
 
-    from torch_version import uniform
+    from torch_version.processes import uniform
     t = uniform.sample_times(len(x0), g)                         # (B,) float64, host
     xt = uniform.corrupt(x0, t, n_tokens, g)                     # (B, L): letters, never MASK
     loss = uniform.nelbo_loss(denoise(xt, t.float()), x0, xt, t)
