@@ -550,7 +550,8 @@ print(f"{len(text['train']):,} training characters, {len(text['held'])} held-out
 batch = 2 if FAST else S["batch_size"]  # fast mode times a smaller batch
 x0 = train.get_batch(text, batch, generator)  # (batch, 256)
 start = time.time()
-train.diffusion_loss(big, x0, len(text["itos"]) - 1, generator, "k", "linear").backward()
+noisy = diffusion.corrupt_batch(x0, len(text["itos"]) - 1, generator)  # k masks per window, drawn on the host
+diffusion.batch_loss(big, x0, noisy).backward()
 seconds = time.time() - start
 print(f"one step of {batch} windows: {seconds:.1f} s here; {S['max_iters']:,} steps of {S['batch_size']} would take "
       f"about {seconds * S['batch_size'] / batch * S['max_iters'] / 3600:.0f} hours on this CPU")

@@ -53,7 +53,7 @@ if ROOT is None:  # the notebook was opened away from the repository it belongs 
 sys.path.insert(0, str(ROOT))  # the repository root, so the tiers import as packages
 from torch_version import diffusion, model, sample, train
 from torch_version.bench import crossover as bench_crossover, names as bench_names
-from torch_version.engine import devices
+from torch_version.engine import checkpoints, devices
 from torch_version.processes import gaussian, uniform
 from torch_version.tools import visualize
 
@@ -213,7 +213,7 @@ def toy_frequencies(samples):
 
 n_toy = 1000 if FAST else 8000
 for steps in [4, 64]:
-    drawn, _ = uniform.sample_ancestral(uniform_oracle, n_toy, 3, 3, generator, steps)
+    drawn = uniform.sample_ancestral(uniform_oracle, n_toy, 3, 3, generator, steps).samples
     share, off = toy_frequencies(drawn)
     print(f"uniform noise, {steps:2d} steps: " + ", ".join(f"{s} {f:.3f}" for s, f in zip(TOY, share))
           + f"; not a toy string {off:.3f}   (q: 0.4, 0.3, 0.2, 0.1)")
@@ -273,7 +273,7 @@ check_bound(gaussian.estimate_nelbo(toy_x0, gaussian_oracle, 3, generator, steps
 # %%
 for label, sampler in [("DDPM", gaussian.sample_ancestral), ("DDIM", gaussian.sample_ddim)]:
     for steps in [4, 64]:
-        drawn, _ = sampler(gaussian_oracle, n_toy, 3, 3, generator, steps)
+        drawn = sampler(gaussian_oracle, n_toy, 3, 3, generator, steps).samples
         share, off = toy_frequencies(drawn)
         print(f"{label}, {steps:2d} steps: " + ", ".join(f"{s} {f:.3f}" for s, f in zip(TOY, share))
               + f"; not a toy string {off:.3f}")
@@ -291,11 +291,15 @@ for label, sampler in [("DDPM", gaussian.sample_ancestral), ("DDIM", gaussian.sa
 # names, Muon, the same seed, the same split. Two changes let it read the other kinds of noise.
 # It is told $t$, because neither a random letter nor a noisy vector shows how noisy the input
 # is (a `MASK` count does), and a Gaussian input is a vector per position, read by a linear map
-# instead of an embedding table (for a one-hot vector that is the same thing):
+# instead of an embedding table (for a one-hot vector that is the same thing). The training
+# loop does not change at all: every process file has `diffusion.py`'s functions, and
+# `train.py` calls those of the file that `--noise` names (`train.PROCESSES`): `corrupt_batch`
+# draws the noise, `batch_loss` scores the denoiser on it.
 
 # %%
 print(inspect.getsource(model.time_features))
-print(inspect.getsource(train.diffusion_loss))
+print(inspect.getsource(train.batch_loss))
+print(inspect.getsource(uniform.batch_loss))
 
 # %% [markdown]
 # `python3 torch_version/bench/names.py --noise all` trains the four models (masked, uniform and
@@ -312,10 +316,11 @@ draws = 2 if FAST else 16
 autocast = devices.autocast(DEVICE, "float32")
 models, bounds = {}, {}
 for noise, file in [("AR twin", "ckpt_ar.pt"), ("masked", "ckpt.pt"), ("uniform", "ckpt_uniform.pt"), ("gaussian", "ckpt_gaussian.pt")]:
-    net, ckpt = model.load_checkpoint(ROOT / "weights" / "names" / file, DEVICE)
+    net, ckpt = checkpoints.load_checkpoint(ROOT / "weights" / "names" / file, DEVICE)
     ar = noise == "AR twin"
     models[noise] = net
-    bounds[noise] = train.evaluate(net, held, ar, draws, False, autocast, mask_id, pad_id, "masked" if ar else noise)
+    process = train.PROCESSES["masked" if ar else noise]
+    bounds[noise] = train.evaluate(net, held, ar, draws, False, autocast, mask_id, pad_id, process)
     nats, se, draw_se = bounds[noise]
     print(f"{noise:>8}: {'exact NLL' if ar else 'NELBO    '} {train.figure_text(nats, se, draw_se)} nats/char"
           + ("" if ar else f", {nats / bounds['AR twin'][0]:.3f}x the AR twin's"))
@@ -560,7 +565,7 @@ def ddim_step(zt, e_hat, alpha_t, sigma_t, alpha_s, sigma_s):
 
 
 fixed = torch.randn(1, 3, K, generator=torch.Generator().manual_seed(1))  # the constant denoiser's logits
-_, ex_trajectory = gaussian.sample_ddim(lambda z, t: fixed, 1, 3, K, torch.Generator().manual_seed(2), steps=1)
+ex_trajectory = gaussian.sample_ddim(lambda z, t: fixed, 1, 3, K, torch.Generator().manual_seed(2), steps=1).trajectory
 scales1, scales0 = gaussian.scales(1.0), gaussian.scales(0.0)
 ex_answer = ddim_step(ex_trajectory[0], fixed.softmax(-1), scales1[0], scales1[1], scales0[0], scales0[1])
 check("exercise 4, DDIM step", ex_answer, ex_trajectory[-1], atol=1e-5)

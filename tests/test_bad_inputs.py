@@ -22,7 +22,7 @@ from torch_version.bench import sampling as bench_sampling
 from torch_version.tools import evaluate, visualize
 from torch_version import sample
 from torch_version import train as T
-from torch_version.model import CheckpointError, read_checkpoint, save_checkpoint
+from torch_version.engine.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "8", "--eval-draws", "1",

@@ -24,7 +24,8 @@ from torch_version.tools import evaluate
 from torch_version import train as T
 from torch_version import model as M
 from torch_version.tools import visualize
-from torch_version.model import ModelConfig, Transformer, load_checkpoint
+from torch_version.model import ModelConfig, Transformer
+from torch_version.engine.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "8", "--eval-draws", "1",
@@ -340,7 +341,7 @@ def test_mps_trains_and_samples(items, tmp_path):
 # ---------------------------------------------------------------- the fast path's engineering
 def test_a_checkpoint_written_in_the_background_holds_the_weights_of_the_step_it_was_taken(tmp_path, monkeypatch):
     import threading
-    from torch_version import model as model_module
+    from torch_version.engine import checkpoints as model_module
     release = threading.Event()
     save = model_module.save_checkpoint
 
@@ -359,7 +360,7 @@ def test_a_checkpoint_written_in_the_background_holds_the_weights_of_the_step_it
 
 
 def test_a_checkpoint_that_cannot_be_written_is_one_sentence_when_the_run_next_waits(tmp_path):
-    from torch_version.model import CheckpointError, CheckpointWriter
+    from torch_version.engine.checkpoints import CheckpointError, CheckpointWriter
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     writer = CheckpointWriter()

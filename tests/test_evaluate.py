@@ -11,7 +11,8 @@ import torch
 from common.metrics import sample_metrics
 from torch_version import diffusion
 from torch_version.tools import evaluate
-from torch_version.model import ModelConfig, Transformer, save_checkpoint
+from torch_version.model import ModelConfig, Transformer
+from torch_version.engine.checkpoints import save_checkpoint
 
 ITOS = [".", "a", "b", "e", "m", "n", "o", "_"]  # PAD first, MASK last: 6 letters, 7 output classes
 STOI = {c: i for i, c in enumerate(ITOS)}

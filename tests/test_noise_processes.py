@@ -193,7 +193,7 @@ def test_uniform_integrand_is_the_rate_divergence_in_float32_and_zero_for_the_tr
 # ---------------------------------------------------------------- the bounds, with the exact denoiser
 def test_uniform_nelbo_with_the_exact_denoiser_is_minus_log_q():
     m = 3000
-    estimate = U.estimate_nelbo(copies(m), uniform_oracle, K, torch.Generator().manual_seed(4))
+    estimate = U.estimate_nelbo(copies(m), uniform_oracle, K, torch.Generator().manual_seed(4), steps=64)
     assert estimate.dtype == torch.float64 and estimate.shape == (4 * m,)
     mean, se = mean_and_se(estimate, 4)
     for i, x0 in enumerate(STRINGS):
@@ -205,7 +205,7 @@ def test_uniform_nelbo_with_the_exact_denoiser_is_minus_log_q():
 
 def test_uniform_reconstruction_term_closes_the_bound_at_a_coarse_clip():
     eps, m = 0.3, 3000  # so coarse that the end-point term is large: the gap is 0.34 to 0.75 nats
-    estimate = U.estimate_nelbo(copies(m), uniform_oracle, K, torch.Generator().manual_seed(5), eps=eps)
+    estimate = U.estimate_nelbo(copies(m), uniform_oracle, K, torch.Generator().manual_seed(5), steps=64, eps=eps)
     mean, se = mean_and_se(estimate, 4)
     for i, x0 in enumerate(STRINGS):
         _, gap = uniform_clip_terms(x0, eps)
@@ -217,7 +217,7 @@ def test_uniform_reconstruction_term_closes_the_bound_at_a_coarse_clip():
 def test_gaussian_nelbo_with_the_exact_denoiser_is_minus_log_q_plus_its_end_point_gaps(schedule):
     m = 3000
     estimate = G.estimate_nelbo(copies(m), gaussian_oracle(schedule), K, torch.Generator().manual_seed(6),
-                                schedule=schedule)
+                                steps=64, schedule=schedule)
     assert estimate.dtype == torch.float64 and estimate.shape == (4 * m,)
     mean, se = mean_and_se(estimate, 4)
     g = torch.Generator().manual_seed(7)
@@ -268,8 +268,9 @@ def chi_square_against_q(samples):
 
 
 def test_uniform_ancestral_sampler_with_many_steps_reproduces_q():
-    samples, trajectory = U.sample_ancestral(uniform_oracle, 5000, L, K, torch.Generator().manual_seed(9), steps=400)
-    assert samples.shape == (5000, L) and len(trajectory) == 401 and torch.equal(trajectory[-1], samples)
+    out = U.sample_ancestral(uniform_oracle, 5000, L, K, torch.Generator().manual_seed(9), steps=400)
+    samples, trajectory = out.samples, out.trajectory
+    assert out.nfe == 400 and samples.shape == (5000, L) and len(trajectory) == 401 and torch.equal(trajectory[-1], samples)
     on_support, stat = chi_square_against_q(samples)
     # Positions are redrawn independently given xt: the joint error of one step is second order in
     # the step, so O(1 / steps) in all (measured: about 1 / steps off the support, 100 to 2,000 steps).
@@ -279,9 +280,10 @@ def test_uniform_ancestral_sampler_with_many_steps_reproduces_q():
 
 @pytest.mark.parametrize("deterministic", [False, True], ids=["ddpm", "ddim"])
 def test_gaussian_samplers_with_many_steps_reproduce_q(deterministic):
-    samples, trajectory = G.sample_ancestral(gaussian_oracle(), 4000, L, K, torch.Generator().manual_seed(10),
-                                             steps=300, deterministic=deterministic)
-    assert samples.shape == (4000, L) and len(trajectory) == 301 and trajectory[-1].shape == (4000, L, K)
+    out = G.sample_ancestral(gaussian_oracle(), 4000, L, K, torch.Generator().manual_seed(10),
+                             steps=300, deterministic=deterministic)
+    samples, trajectory = out.samples, out.trajectory
+    assert out.nfe == 300 and samples.shape == (4000, L) and len(trajectory) == 301 and trajectory[-1].shape == (4000, L, K)
     on_support, stat = chi_square_against_q(samples)
     # The exact posterior mean makes e_hat a toy string's embedding long before t = 0, and the
     # decoder's boundary between two letters lies ~100 sigma_0 from z_0: every sample is a toy string.
@@ -316,10 +318,10 @@ def test_same_seed_same_numbers():
     def run(seed):
         g = torch.Generator().manual_seed(seed)
         return (U.estimate_nelbo(copies(4), uniform_oracle, K, g, steps=8),
-                U.sample_ancestral(uniform_oracle, 50, L, K, g, steps=10)[0],
+                U.sample_ancestral(uniform_oracle, 50, L, K, g, steps=10).samples,
                 G.estimate_nelbo(copies(4), gaussian_oracle(), K, g, steps=8),
-                G.sample_ancestral(gaussian_oracle(), 50, L, K, g, steps=10)[0],
-                G.sample_ddim(gaussian_oracle(), 50, L, K, g, steps=10)[0])
+                G.sample_ancestral(gaussian_oracle(), 50, L, K, g, steps=10).samples,
+                G.sample_ddim(gaussian_oracle(), 50, L, K, g, steps=10).samples)
     first, again, other = run(13), run(13), run(14)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not torch.equal(first[0], other[0])

@@ -16,9 +16,10 @@ from minimal import train_minimal as tm
 from pure import train_pure as tp
 from tests import toy
 from torch_version.bench import sampling as bench_sampling
-from torch_version import sample as S
+from torch_version import diffusion as D, sample as S
 from torch_version.diffusion import ar_nll
-from torch_version.model import ModelConfig, Transformer, save_checkpoint
+from torch_version.model import ModelConfig, Transformer
+from torch_version.engine.checkpoints import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "torch_version" / "sample.py"
@@ -71,7 +72,7 @@ def torch_uniform_rng(seed):
 def test_draw_gives_the_minimal_tiers_tokens_on_the_same_uniforms():
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((64, 16, 27)) * 3
-    ours = S.draw(torch.from_numpy(logits), torch.Generator().manual_seed(1), temperature=0.8)
+    ours = D.draw(torch.from_numpy(logits), torch.Generator().manual_seed(1), temperature=0.8)
     theirs = tm.draw(logits, torch_uniform_rng(1), temperature=0.8)
     # Both are the inverse CDF of the same float64 probabilities at the same uniform: they can
     # differ only when a uniform lies within rounding (~1e-16) of a cumulative sum.
@@ -79,15 +80,15 @@ def test_draw_gives_the_minimal_tiers_tokens_on_the_same_uniforms():
 
 
 def test_draws_resolve_probabilities_far_below_float32_resolution():
-    p = S.probabilities(torch.log(torch.tensor([[1 - 1e-9, 1e-9]], dtype=torch.float64)))
+    p = D.probabilities(torch.log(torch.tensor([[1 - 1e-9, 1e-9]], dtype=torch.float64)))
     # Token 1 is drawn exactly when u > 1 - 1e-9. In float32 both 1 - 5e-10 and the cumulative
     # sum round to 1.0, so token 1 could never be drawn.
-    assert S.inverse_cdf(p, torch.tensor([[1 - 5e-10]], dtype=torch.float64)).item() == 1
-    assert S.inverse_cdf(p, torch.tensor([[1 - 2e-9]], dtype=torch.float64)).item() == 0
+    assert D.inverse_cdf(p, torch.tensor([[1 - 5e-10]], dtype=torch.float64)).item() == 1
+    assert D.inverse_cdf(p, torch.tensor([[1 - 2e-9]], dtype=torch.float64)).item() == 0
     # and draw() feeds it float64 uniforms from the generator, nothing coarser
     logits = torch.randn(1000, 5, generator=torch.Generator().manual_seed(2))
     u = torch.rand(1000, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    assert torch.equal(S.draw(logits, torch.Generator().manual_seed(3)), S.inverse_cdf(S.probabilities(logits), u))
+    assert torch.equal(D.draw(logits, torch.Generator().manual_seed(3)), D.inverse_cdf(D.probabilities(logits), u))
 
 
 def test_top_k_and_top_p_draw_only_from_the_kept_tokens_in_proportion():
@@ -95,7 +96,7 @@ def test_top_k_and_top_p_draw_only_from_the_kept_tokens_in_proportion():
     logits = p.log().repeat(40_000, 1)
     g = torch.Generator().manual_seed(4)
     for kw, kept in (({"top_k": 2}, 2), ({"top_p": 0.8}, 3), ({"top_k": 4, "top_p": 0.7}, 2)):
-        got = torch.bincount(S.draw(logits, g, **kw), minlength=5).double() / len(logits)
+        got = torch.bincount(D.draw(logits, g, **kw), minlength=5).double() / len(logits)
         want = torch.cat([p[:kept] / p[:kept].sum(), torch.zeros(5 - kept, dtype=torch.float64)])
         # a share's standard error is at most sqrt(0.25 / 40,000) = 0.0025: 0.01 is four of them
         assert torch.allclose(got, want, atol=0.01), kw

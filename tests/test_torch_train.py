@@ -19,8 +19,8 @@ from tests import toy
 from torch_version import diffusion as D
 from torch_version import train as T
 from torch_version.engine.muon import MuonAdamW, orthogonalize
-from torch_version.model import (CheckpointError, ModelConfig, Transformer, load_checkpoint,
-                                 save_checkpoint)
+from torch_version.model import ModelConfig, Transformer
+from torch_version.engine.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(vocab_size=8, n_out=7, block_size=10, n_layer=2, n_head=2, n_embd=16)
@@ -299,7 +299,7 @@ def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(lines_file,
     (full,), _ = run_main(flags + ["--out", str(tmp_path / "a")])
 
     real_get_batch, calls = T.get_batch, []
-    from torch_version import model as model_module
+    from torch_version.engine import checkpoints as model_module
     real_save = model_module.save_checkpoint
 
     def slow_save(*args, **kwargs):  # a slow disk: step 8's checkpoint is still being written at step 10

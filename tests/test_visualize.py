@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 
 from torch_version.tools import visualize
-from torch_version.model import ModelConfig, Transformer, save_checkpoint
+from torch_version.model import ModelConfig, Transformer
+from torch_version.engine.checkpoints import save_checkpoint
 from torch_version.sample import load_or_exit, sample_ancestral
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import torch
 
 from torch_version import sample
 from torch_version.tools import visualize
-from torch_version.model import load_checkpoint
+from torch_version.engine.checkpoints import load_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 FOLDERS = sorted(p for p in WEIGHTS.iterdir() if p.is_dir()) if WEIGHTS.is_dir() else []

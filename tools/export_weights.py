@@ -3,7 +3,7 @@
 A training checkpoint holds the optimizer's moments and the random generators' states so that
 --resume can continue exactly; to sample, evaluate or animate, only the weights, the model's
 config, the vocabulary and the training config are needed, at a third of the size. These files
-load like any checkpoint (torch_version/model.load_checkpoint) but cannot be resumed.
+load like any checkpoint (torch_version/engine/checkpoints.load_checkpoint) but cannot be resumed.
 
     python3 tools/export_weights.py torch_version/out/names weights/names
     python3 tools/export_weights.py torch_version/out/shakespeare_small weights/shakespeare_small
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
-from torch_version.model import CheckpointError, read_checkpoint, save_checkpoint  # noqa: E402
+from torch_version.engine.checkpoints import CheckpointError, read_checkpoint, save_checkpoint  # noqa: E402
 
 KEPT = ("model", "model_args", "config", "itos", "step", "best_val_loss")
 

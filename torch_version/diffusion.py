@@ -1,13 +1,25 @@
-"""The diffusion loop of the torch tier: tokens, noising, loss and held-out NELBO.
+"""The diffusion loop of the torch tier: tokens, noising, loss, held-out NELBO and the sampler.
 
 What it teaches: the same algorithm as minimal/train_minimal.py (docs/algorithm.md), with
 the same function names in the same order, written with torch tensors so that it runs
 batched on a GPU. The denoiser is any callable xt (B, L) -> logits (B, L, V-1); in this
-tier it is model.Transformer. The samplers live in sample.py, the training in train.py.
+tier it is model.Transformer. The training loop lives in train.py, the other samplers
+(confidence, threshold, infill, long text) in sample.py.
 
     from torch_version import diffusion
     stoi, itos = diffusion.build_vocab(words)
     x0 = diffusion.encode(words, stoi, block_size=16)        # (N, 16) int64
+
+Every process file has this one's interface, so train.py picks a file and calls the same
+names whatever the process (processes/uniform.py, processes/gaussian.py, processes/block.py
+vary this file; `diff` one against it shows what that process changes):
+    OPTIONS                                   the settings it reads (train.py flags of those names)
+    model_args(n_tokens, **options)           what the denoiser needs (model.ModelConfig fields)
+    corrupt_batch(x0, n_tokens, g, **options) the forward process on a training batch, drawn on the host
+    batch_loss(model, x0, noisy, **options)   the per-token NELBO of those rows (what training minimises)
+    estimate_nelbo(x0, denoise, n_tokens, g, draws, one_pass, batch_size, **options)  the held-out bound
+    sample_ancestral(denoise, n, L, n_tokens, g, steps, **options)                    the reverse process
+n_tokens is the number of real tokens K; here it is also MASK's id (the last one).
 
 Changes from pure:
 - tensors and a torch.Generator instead of NumPy arrays and a NumPy Generator;
@@ -19,15 +31,20 @@ Changes from pure:
   trains on it by default (`--objective time` trains on the continuous form);
 - estimate_nelbo batches the L mask sizes of the discrete form into one forward pass,
   and has the one-pass L / k form for long windows (SPEC 4);
+- the sampler takes top-k / top-p truncation and records what an animation needs (Sampled);
 - the autoregressive twin's loss, scored on the same sequences (ar_inputs, ar_nll).
 """
 import math
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 EPS = 1e-3             # t is clipped to [EPS, 1] so the weight 1/t stays finite
 SCHEDULE = "linear"    # alpha(t) = 1 - t; "cosine" is the other choice (SPEC 2)
+OBJECTIVE = "k"        # train on the k-masked form of the NELBO ("time": the continuous-time form)
+OPTIONS = ("objective", "schedule")  # the settings this process reads
 
 # ---------------------------------------------------------------- data and tokens
 PAD, MASK = ".", "_"   # shown as themselves; PAD ends a name, MASK is the noise
@@ -113,6 +130,13 @@ def corrupt_k(x0, k, mask_id, generator):
     return torch.where(mask, mask_id, x0), mask
 
 
+# ---------------------------------------------------------------- the denoiser
+def model_args(n_tokens, **options):
+    """What the denoiser needs (model.ModelConfig fields): it reads the real tokens and MASK, and
+    no time (SPEC 3: the share of masks already says how noisy xt is)."""
+    return dict(vocab_size=n_tokens + 1)
+
+
 # ---------------------------------------------------------------- the loss: the NELBO
 log_softmax = F.log_softmax  # torch's, numerically the same as the minimal tier's
 
@@ -150,9 +174,29 @@ def nelbo_loss_k(logits, x0, mask, k):
     return (w * nll).sum() / x0.numel()
 
 
+def corrupt_batch(x0, mask_id, generator, objective=OBJECTIVE, schedule=SCHEDULE, **options):
+    """The forward process on a training batch x0 (B, L): its draws, made on the host for the whole
+    batch, as a dict of per-row tensors (a slice of its rows is the corruption of those rows)."""
+    if objective == "k":  # k ~ U{1..L} masked positions, weight L / k: the same NELBO, lower variance
+        k = sample_k(len(x0), x0.shape[1], generator)
+        xt, mask = corrupt_k(x0, k, mask_id, generator)
+        return dict(xt=xt, mask=mask, k=k)
+    t = sample_times(len(x0), generator)
+    xt, mask = corrupt(x0, t, mask_id, generator, schedule)
+    return dict(xt=xt, mask=mask, t=t)
+
+
+def batch_loss(model, x0, noisy, schedule=SCHEDULE, **options):
+    """Per-token NELBO of the rows of x0 (SPEC 4), given their corruption (corrupt_batch)."""
+    logits = model(noisy["xt"])  # (B, L, V-1)
+    if "k" in noisy:
+        return nelbo_loss_k(logits, x0, noisy["mask"], noisy["k"])
+    return nelbo_loss(logits, x0, noisy["mask"], noisy["t"], schedule)
+
+
 # ---------------------------------------------------------------- evaluation: the held-out NELBO
 @torch.no_grad()
-def estimate_nelbo(x0, denoise, mask_id, generator, draws=1, one_pass=False, batch_size=4096):
+def estimate_nelbo(x0, denoise, mask_id, generator, draws=1, one_pass=False, batch_size=4096, **options):
     """NELBO of each sequence of x0 (N, L), in nats, float64 (N,). Discrete form (SPEC 4):
     sum over k = 1..L of (1/k) * NLL of a random set of k masked positions, averaged over `draws`.
     The L mask sizes of a sequence go through the denoiser together, `batch_size` rows at a time.
@@ -186,6 +230,97 @@ def per_char(nelbo, n_chars):
     r = nelbo.sum() / n_chars.sum()
     se = (nelbo - r * n_chars).std() / math.sqrt(len(nelbo)) / n_chars.mean()
     return r.item(), se.item()
+
+
+# ---------------------------------------------------------------- sampling
+def probabilities(logits, temperature=1.0, top_k=None, top_p=None):
+    """softmax(logits / T) in float64 (..., V), optionally truncated to the top_k tokens or to
+    the smallest set holding top_p of the mass (nucleus), and renormalised."""
+    logits = logits.cpu().double() / temperature  # float64 on the host only (MPS has none)
+    if top_k:  # keep the k largest logits; ties at the k-th value all stay
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    p = torch.softmax(logits, dim=-1)
+    if top_p is not None and top_p < 1:
+        sorted_p, order = p.sort(dim=-1, descending=True)
+        mass_before = sorted_p.cumsum(-1) - sorted_p  # mass of the tokens more likely than each one
+        drop_sorted = mass_before >= top_p  # the likeliest token always stays
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
+        p = p.masked_fill(drop, 0)
+        p = p / p.sum(-1, keepdim=True)
+    return p
+
+
+def inverse_cdf(p, u):
+    """The token whose cumulative probability first passes u: p (..., V) float64, u (..., 1) in [0, 1).
+    u is scaled by the total so a rounding error in the sum can never select a token of probability 0."""
+    cdf = p.cumsum(-1)
+    token = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)[..., 0]
+    return token.clamp(max=p.shape[-1] - 1)
+
+
+def draw_from(p, generator):
+    """One token per position from probabilities p (..., V), by inverse CDF on float64 uniforms:
+    with float32 a token rarer than ~6e-8 could never be drawn, a hidden truncation that
+    flatters perplexity (SPEC 6)."""
+    return inverse_cdf(p, torch.rand(p.shape[:-1] + (1,), generator=generator, dtype=torch.float64))
+
+
+def draw(logits, generator, temperature=1.0, top_k=None, top_p=None):
+    """One token per position from softmax(logits / T), truncated by top_k / top_p."""
+    return draw_from(probabilities(logits, temperature, top_k, top_p), generator)
+
+
+@dataclass
+class Sampled:
+    """What a sampler returns. The trajectory, its time labels and the confidences are what an
+    animation or a heat map needs (tools/visualize.py): trajectory[j + 1] follows step j, taken with
+    confidence[j] (n, L), the top probability of the distribution drawn from at every position
+    still masked before the step (NaN at clean positions)."""
+    samples: torch.Tensor                            # (n, L) token ids, no MASK left
+    nfe: int = 0                                     # network evaluations (denoiser calls)
+    trajectory: list = field(default_factory=list)  # xt (n, L): the start, then one per step
+    times: list = field(default_factory=list)       # t of each trajectory entry (threshold: the masked share)
+    confidence: list = field(default_factory=list)  # one (n, L) float32 per step
+
+
+def top_confidence(p, masked):
+    """(n, L) float32: the largest probability at each masked position, NaN at clean ones."""
+    return p.max(-1).values.float().masked_fill(~masked, float("nan"))
+
+
+def schedule_alpha(t, schedule):
+    """alpha(t) of a Python float, as a float (alpha works on tensors)."""
+    return float(alpha(torch.tensor(t, dtype=torch.float64), schedule))
+
+
+def sample_ancestral(denoise, n, L, mask_id, generator, steps, temperature=1.0, xt=None,
+                     top_k=None, top_p=None, schedule=SCHEDULE, **options):
+    """Reverse process from all MASK (or a given xt) on a uniform time grid 1 -> 0 (SPEC 6), as in
+    the minimal tier: random numbers are drawn in the same order, so given the same uniforms both
+    tiers return the same samples. The denoiser is called only after xt changed: NFE <= steps."""
+    if steps < 1:
+        raise ValueError(f"the ancestral sampler needs at least 1 step, not {steps}.")
+    xt = torch.full((n, L), mask_id, dtype=torch.long) if xt is None else xt.clone()
+    out, p = Sampled(xt, trajectory=[xt.clone()], times=[1.0]), None
+    confidence = torch.full((n, L), float("nan"))
+    times = np.linspace(1, 0, steps + 1).tolist()  # the NumPy tiers' grid, to the last bit
+    for t, s in zip(times[:-1], times[1:]):
+        masked = xt == mask_id
+        if p is None and masked.any():  # cache: the denoiser sees no time, so an unchanged xt gives
+            p = probabilities(denoise(xt), temperature, top_k, top_p)  # the same logits (SPEC 6)
+            out.nfe += 1
+            confidence = top_confidence(p, masked)
+        out.confidence.append(confidence if masked.any() else torch.full((n, L), float("nan")))
+        p_unmask = (schedule_alpha(s, schedule) - schedule_alpha(t, schedule)) / (1 - schedule_alpha(t, schedule))
+        unmask = masked & (torch.rand(xt.shape, generator=generator, dtype=torch.float64) < p_unmask)
+        if unmask.any():
+            xt = torch.where(unmask, draw_from(p, generator), xt)  # clean positions never change
+            p = None
+        out.trajectory.append(xt.clone())
+        out.times.append(s)
+    out.samples = xt
+    return out
 
 
 # ---------------------------------------------------------------- the autoregressive twin

@@ -19,17 +19,13 @@ already seen are kept in a cache, so each new token costs one position, not the 
 Changes from pure: the denoiser is a transformer written with torch (autograd, not
 hand-written backprop). Where pure's MLP reads the whole flattened name at once, here every
 position reads the others through attention, so positions must be given explicitly (rotary
-and a learned table, see Transformer). The checkpoint format lives here too.
+and a learned table, see Transformer). Checkpoints are written and read by engine/checkpoints.py.
 """
-import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from common.files import atomic_write, read_problem
 
 
 @dataclass
@@ -46,10 +42,6 @@ class ModelConfig:
     activation: str = "gelu"  # MLP nonlinearity: "gelu" or "relu2" (ReLU squared)
     time_input: bool = False  # the denoiser is also told t (uniform and Gaussian noise need it; MASK does not)
     vector_input: int = 0     # 0: the input is token ids; K > 0: a K-vector per position (Gaussian noise)
-
-
-class CheckpointError(Exception):
-    """A checkpoint cannot be used; the message is one sentence that says what to do."""
 
 
 ROPE_BASE = 10000.0    # rotary wavelengths run from 2 pi to about 2 pi * ROPE_BASE positions
@@ -215,7 +207,7 @@ class Transformer(nn.Module):
             raise ValueError("a KV cache needs a causal model: the denoiser attends to positions not yet decoded.")
         return KVCache(self.config, batch, device, dtype)
 
-    def forward(self, idx, kv_cache=None, start_pos=0, t=None):
+    def forward(self, idx, t=None, kv_cache=None, start_pos=0):
         B, T = idx.shape[:2]  # ids (B, T), or vectors (B, T, K)
         if start_pos + T > self.config.block_size:
             raise ValueError(f"sequence of {start_pos + T} tokens is longer than block_size {self.config.block_size}")
@@ -233,111 +225,3 @@ class Transformer(nn.Module):
         for layer, block in enumerate(self.blocks):
             x = block(x, rotary, kv_cache, layer, start_pos)
         return self.head(self.norm_f(x)).float()  # (B, T, n_out); float even under bf16 autocast
-
-
-# ---------------------------------------------------------------- checkpoints
-def save_checkpoint(path, **fields):
-    """torch.save(fields) atomically (common/files.py: a temporary file, then a rename, so a run
-    killed mid-write leaves the previous checkpoint whole). Fields hold only plain types and
-    tensors, so torch.load(..., weights_only=True) reads them back."""
-    atomic_write(path, lambda f: torch.save(fields, f))
-
-
-def to_host(fields):
-    """A copy of `fields` (dicts, lists, tensors, plain values) with every tensor copied to the CPU:
-    the snapshot a checkpoint holds, independent of the training that goes on."""
-    if isinstance(fields, torch.Tensor):
-        return fields.detach().to("cpu", copy=True)
-    if isinstance(fields, dict):
-        return {key: to_host(value) for key, value in fields.items()}
-    if isinstance(fields, (list, tuple)):
-        return type(fields)(to_host(value) for value in fields)
-    return fields
-
-
-class CheckpointWriter:
-    """save_checkpoint in a background thread, so that training does not wait for the disk (the
-    Shakespeare config's checkpoint is 129 MB). save() takes the snapshot first (to_host), so the
-    file holds the weights of that step; one write at a time; wait() returns when the last one is
-    on disk, and raises its error, if any. The thread is not a daemon: a run stopped by Ctrl-C
-    still finishes the write it started. As a context manager (`with CheckpointWriter() as w:`),
-    leaving the block waits for the last write."""
-
-    def __init__(self):
-        self.thread, self.error = None, None
-
-    def save(self, path, **fields):
-        self.wait()
-        snapshot = to_host(fields)
-        self.thread = threading.Thread(target=self._write, args=(path, snapshot), name="checkpoint")
-        self.thread.start()
-
-    def _write(self, path, fields):
-        try:
-            save_checkpoint(path, **fields)
-        except OSError as err:
-            self.error = CheckpointError(f"cannot write the checkpoint {path} ({err.strerror or err}); "
-                                         f"free some space or pick another --out.")
-
-    def wait(self):
-        if self.thread is not None:
-            self.thread.join()
-            self.thread = None
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        """Leaving the block, by its end or by an error (Ctrl-C), the last write is finished first:
-        whoever reads the checkpoint next reads it whole. A write's own error is raised only when
-        nothing else is already on its way."""
-        if kind is None:
-            self.wait()
-        elif self.thread is not None:
-            self.thread.join()
-        return False
-
-
-CHECKPOINT_FIELDS = dict(model=dict, optimizer=dict, model_args=dict, config=dict, itos=list, step=int,
-                         best_val_loss=(float, int))  # what every reader relies on, and its type
-
-
-def read_checkpoint(path, device="cpu"):
-    """The checkpoint dict, loaded with weights_only=True (no pickled code runs), or CheckpointError.
-    Its tensors are mapped to `device`; the default, the CPU, lets a caller move only what it needs."""
-    path = Path(path)
-    if not path.is_file():
-        how = ("torch_version/train.py --ar (the AR twin; --both trains it after the diffusion model)"
-               if path.name == "ckpt_ar.pt" else "torch_version/train.py")
-        raise CheckpointError(f"no checkpoint at {path}; train one first with {how}.")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except OSError as err:  # permissions, a folder: not the file's fault
-        raise CheckpointError(read_problem(err, path)) from None
-    except Exception as err:  # truncated, not a torch file, or holding objects weights_only refuses
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}); "
-                              f"delete it and train again.") from None
-    wrong = [k for k, kind in CHECKPOINT_FIELDS.items() if not isinstance(ckpt, dict) or not isinstance(ckpt.get(k), kind)]
-    if not wrong and not all(isinstance(c, str) for c in ckpt["itos"]):
-        wrong = ["itos"]
-    if wrong:
-        raise CheckpointError(f"{path} is not a checkpoint of this project (missing or malformed: {', '.join(wrong)}); "
-                              f"train it again.")
-    return ckpt
-
-
-def load_checkpoint(path, device="cpu"):
-    """(model in eval mode on `device`, checkpoint dict on the CPU): only the weights move to the
-    device; the optimizer's moments, twice their size, stay on the host."""
-    ckpt = read_checkpoint(path)
-    try:
-        model = Transformer(ModelConfig(**ckpt["model_args"]))
-        model.load_state_dict(ckpt["model"])
-    except (TypeError, ValueError, RuntimeError, AssertionError, KeyError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} does not fit this version of model.py ({first_line}); "
-                              f"train it again.") from None
-    return model.to(device).eval(), ckpt

@@ -29,7 +29,6 @@ with a KV cache. Every draw is still an inverse CDF on float64 uniforms (SPEC 6)
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +37,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `torch_version` imports from any folder
 from common import cli  # noqa: E402
 from torch_version.engine import devices  # noqa: E402
-from torch_version.diffusion import alpha, decode, estimate_nelbo  # noqa: E402
-from torch_version.model import CheckpointError, load_checkpoint  # noqa: E402
+from torch_version.diffusion import (Sampled, decode, draw, draw_from, estimate_nelbo, probabilities,  # noqa: E402, F401
+                                     sample_ancestral, schedule_alpha, top_confidence)
+from torch_version.engine.checkpoints import CheckpointError, load_checkpoint  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # committed weights-only copies (weights/README.md)
@@ -50,98 +50,8 @@ CHARS = 500            # characters of text per run (--chars)
 NELBO_DRAWS = 4        # variable-length infill: mask sets per (sequence, k) when scoring a fill
 
 
-# ---------------------------------------------------------------- one categorical draw
-def probabilities(logits, temperature=1.0, top_k=None, top_p=None):
-    """softmax(logits / T) in float64 (..., V), optionally truncated to the top_k tokens or to
-    the smallest set holding top_p of the mass (nucleus), and renormalised."""
-    logits = logits.cpu().double() / temperature  # float64 on the host only (MPS has none)
-    if top_k:  # keep the k largest logits; ties at the k-th value all stay
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    p = torch.softmax(logits, dim=-1)
-    if top_p is not None and top_p < 1:
-        sorted_p, order = p.sort(dim=-1, descending=True)
-        mass_before = sorted_p.cumsum(-1) - sorted_p  # mass of the tokens more likely than each one
-        drop_sorted = mass_before >= top_p  # the likeliest token always stays
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
-        p = p.masked_fill(drop, 0)
-        p = p / p.sum(-1, keepdim=True)
-    return p
-
-
-def inverse_cdf(p, u):
-    """The token whose cumulative probability first passes u: p (..., V) float64, u (..., 1) in [0, 1).
-    u is scaled by the total so a rounding error in the sum can never select a token of probability 0."""
-    cdf = p.cumsum(-1)
-    token = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)[..., 0]
-    return token.clamp(max=p.shape[-1] - 1)
-
-
-def draw_from(p, generator):
-    """One token per position from probabilities p (..., V), by inverse CDF on float64 uniforms:
-    with float32 a token rarer than ~6e-8 could never be drawn, a hidden truncation that
-    flatters perplexity (SPEC 6)."""
-    return inverse_cdf(p, torch.rand(p.shape[:-1] + (1,), generator=generator, dtype=torch.float64))
-
-
-def draw(logits, generator, temperature=1.0, top_k=None, top_p=None):
-    """One token per position from softmax(logits / T), truncated by top_k / top_p."""
-    return draw_from(probabilities(logits, temperature, top_k, top_p), generator)
-
-
 # ---------------------------------------------------------------- the samplers
-@dataclass
-class Sampled:
-    """What a sampler returns. The trajectory, its time labels and the confidences are what an
-    animation or a heat map needs (visualize.py): trajectory[j + 1] follows step j, taken with
-    confidence[j] (n, L), the top probability of the distribution drawn from at every position
-    still masked before the step (NaN at clean positions)."""
-    samples: torch.Tensor                            # (n, L) token ids, no MASK left
-    nfe: int = 0                                     # network evaluations (denoiser calls)
-    trajectory: list = field(default_factory=list)  # xt (n, L): the start, then one per step
-    times: list = field(default_factory=list)       # t of each trajectory entry (threshold: the masked share)
-    confidence: list = field(default_factory=list)  # one (n, L) float32 per step
-
-
-def top_confidence(p, masked):
-    """(n, L) float32: the largest probability at each masked position, NaN at clean ones."""
-    return p.max(-1).values.float().masked_fill(~masked, float("nan"))
-
-
-def schedule_alpha(t, schedule):
-    """alpha(t) of a Python float, as a float (diffusion.alpha works on tensors)."""
-    return float(alpha(torch.tensor(t, dtype=torch.float64), schedule))
-
-
-def sample_ancestral(denoise, n, L, mask_id, generator, steps, temperature=1.0, xt=None,
-                     top_k=None, top_p=None, schedule="linear"):
-    """Reverse process from all MASK (or a given xt) on a uniform time grid 1 -> 0 (SPEC 6), as in
-    the minimal tier: random numbers are drawn in the same order, so given the same uniforms both
-    tiers return the same samples. The denoiser is called only after xt changed: NFE <= steps."""
-    if steps < 1:
-        raise ValueError(f"the ancestral sampler needs at least 1 step, not {steps}.")
-    xt = torch.full((n, L), mask_id, dtype=torch.long) if xt is None else xt.clone()
-    out, p = Sampled(xt, trajectory=[xt.clone()], times=[1.0]), None
-    confidence = torch.full((n, L), float("nan"))
-    times = np.linspace(1, 0, steps + 1).tolist()  # the NumPy tiers' grid, to the last bit
-    for t, s in zip(times[:-1], times[1:]):
-        masked = xt == mask_id
-        if p is None and masked.any():  # cache: the denoiser sees no time, so an unchanged xt gives
-            p = probabilities(denoise(xt), temperature, top_k, top_p)  # the same logits (SPEC 6)
-            out.nfe += 1
-            confidence = top_confidence(p, masked)
-        out.confidence.append(confidence if masked.any() else torch.full((n, L), float("nan")))
-        p_unmask = (schedule_alpha(s, schedule) - schedule_alpha(t, schedule)) / (1 - schedule_alpha(t, schedule))
-        unmask = masked & (torch.rand(xt.shape, generator=generator, dtype=torch.float64) < p_unmask)
-        if unmask.any():
-            xt = torch.where(unmask, draw_from(p, generator), xt)  # clean positions never change
-            p = None
-        out.trajectory.append(xt.clone())
-        out.times.append(s)
-    out.samples = xt
-    return out
-
-
+# sample_ancestral, the reverse process the ELBO describes, is diffusion.py's (imported above).
 def sample_confidence(denoise, n, L, mask_id, generator, steps, temperature=1.0, xt=None,
                       top_k=None, top_p=None, schedule="linear"):
     """MaskGIT: every step draws a token at each masked position, then keeps the most confident

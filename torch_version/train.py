@@ -1,10 +1,10 @@
 """Train the torch tier: a transformer denoiser, or its autoregressive twin, on names or text.
 
 What it teaches: the diffusion loop of docs/algorithm.md (diffusion.py) inside the engineering
-of a real training codebase: a device picked for you (devices.py), bf16 autocast where the GPU
-has it, torch.compile,
-Muon or AdamW with warm-up and cosine decay, gradient clipping, a held-out NELBO with its standard
-error at intervals, the best checkpoint kept (atomically) and an exact --resume. The same
+of a real training codebase: a device picked for you (engine/devices.py), bf16 autocast where the
+GPU has it, torch.compile, Muon or AdamW with warm-up and cosine decay, gradient clipping, a
+held-out NELBO with its standard error at intervals, the best checkpoint kept (atomically) and an
+exact --resume. The same
 backbone with causal attention and next-character loss (--ar) is the baseline that the
 diffusion NELBO is measured against, on the same held-out characters.
 
@@ -15,8 +15,8 @@ diffusion NELBO is measured against, on the same held-out characters.
     python3 torch_version/train.py --device mps             # names on an Apple GPU (default: the CPU)
     python3 torch_version/train.py --dataset my_lines.txt   # any UTF-8 file (one item per line, or prose)
     python3 torch_version/train.py --resume                 # continue out/<dataset>/ckpt.pt exactly
-    python3 torch_version/train.py --noise uniform          # random letters for noise (uniform.py), or
-    python3 torch_version/train.py --noise gaussian         # Gaussian noise on embeddings (gaussian.py)
+    python3 torch_version/train.py --noise uniform          # random letters for noise (processes/uniform.py), or
+    python3 torch_version/train.py --noise gaussian         # Gaussian noise on embeddings (processes/gaussian.py)
 
 Checkpoints: out/<dataset>/ckpt.pt (diffusion; ckpt_uniform.pt and ckpt_gaussian.pt for the other
 two kinds of noise) and ckpt_ar.pt (AR twin), written whenever the
@@ -26,11 +26,13 @@ and ends exactly where an uninterrupted run would have. A text file's MASK is '_
 text uses it (then a spare symbol, see diffusion.build_vocab); text has no PAD.
 
 Changes from pure: the denoiser is a transformer (model.py) trained by autograd, not hand-written
-backprop, and by Muon (muon.py; AdamW for Shakespeare) instead of Adam; the loss is the discrete
-(k-masked) form of the same NELBO by default (lower variance, see diffusion.py; --objective time
+backprop, and by Muon (engine/muon.py; AdamW for Shakespeare) instead of Adam; the loss is the
+discrete (k-masked) form of the same NELBO by default (lower variance, see diffusion.py; --objective time
 for the continuous one);
 held-out evaluation batches the L mask sizes; checkpoints, resume, devices, mixed precision,
-compilation, a second dataset (Shakespeare, or any text file) and the AR twin are new.
+compilation, a second dataset (Shakespeare, or any text file) and the AR twin are new. The
+process (masked, or --noise uniform / gaussian) is a file with diffusion.py's interface, picked
+once (PROCESSES): the loop itself never asks which.
 """
 import argparse
 import copy
@@ -38,7 +40,7 @@ import hashlib
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -48,14 +50,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` and `t
 from common import cli  # noqa: E402
 from common.files import output_problem  # noqa: E402
 from data.fetch import DatasetError, load_names, load_text, read_text, split_names, split_text  # noqa: E402
-from torch_version.engine import devices  # noqa: E402
 from torch_version import diffusion  # noqa: E402
-from torch_version.processes import gaussian, uniform  # noqa: E402
+from torch_version.engine import devices  # noqa: E402
+from torch_version.engine.checkpoints import CheckpointError, CheckpointWriter, read_checkpoint  # noqa: E402
 from torch_version.engine.muon import MuonAdamW  # noqa: E402
-from torch_version.model import (CheckpointError, CheckpointWriter, ModelConfig,  # noqa: E402
-                                 Transformer, read_checkpoint)
+from torch_version.model import ModelConfig, Transformer  # noqa: E402
+from torch_version.processes import gaussian, uniform  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints go to out/<dataset>/
+# The forward processes (--noise): each file has diffusion.py's interface (OPTIONS, model_args,
+# corrupt_batch, batch_loss, estimate_nelbo, sample_ancestral), so the loop below never asks which.
+PROCESSES = {"masked": diffusion, "uniform": uniform, "gaussian": gaussian}
 # names (the default): sized for about 5 minutes on a 2-core CPU. The transformer learns at
 # about the same pace per training name whatever its width (widths 32, 64 and 128 and 4 or 8
 # heads were within about 0.02 nats/char of each other after the same names), so the narrowest one,
@@ -177,26 +182,12 @@ def get_batch(data, batch_size, generator):
     return train[start[:, None] + torch.arange(L, device=train.device)]
 
 
-# ---------------------------------------------------------------- the two losses
-def diffusion_loss(model, x0, mask_id, generator, objective, schedule, noise="masked"):
-    """Per-token NELBO of a batch (SPEC 4), on a fresh corruption of x0. noise "uniform" and
-    "gaussian": the bounds of uniform.py and gaussian.py (docs/noise_processes.md), whose denoisers
-    are told t; MASK's id is their number of real tokens K."""
-    if noise == "uniform":  # random real letters for noise; every position counts
-        t = uniform.sample_times(len(x0), generator)
-        xt, _ = uniform.corrupt(x0, t, mask_id, generator, schedule)
-        return uniform.nelbo_loss(model(xt, t=t.float().to(x0.device)), x0, xt, t, schedule)
-    if noise == "gaussian":  # one-hot vectors plus Gaussian noise, on gaussian.py's own log-SNR schedule
-        t = gaussian.sample_times(len(x0), generator)
-        zt = gaussian.corrupt(x0, t, mask_id, generator)
-        return gaussian.nelbo_loss(model(zt, t=t.float().to(x0.device)), x0, t)
-    if objective == "k":  # k ~ U{1..L} masked positions, weight L / k: the same NELBO, lower variance
-        k = diffusion.sample_k(len(x0), x0.shape[1], generator)
-        xt, mask = diffusion.corrupt_k(x0, k, mask_id, generator)
-        return diffusion.nelbo_loss_k(model(xt), x0, mask, k)
-    t = diffusion.sample_times(len(x0), generator)
-    xt, mask = diffusion.corrupt(x0, t, mask_id, generator, schedule)
-    return diffusion.nelbo_loss(model(xt), x0, mask, t, schedule)
+# ---------------------------------------------------------------- the process and the two losses
+def process_of(args, ar=False):
+    """The process file a run trains (the AR twin is scored like the masked model) and its settings:
+    the flags it reads (its OPTIONS), as keyword arguments for every function of its interface."""
+    process = diffusion if ar else PROCESSES[args.noise]
+    return process, {name: getattr(args, name) for name in process.OPTIONS}
 
 
 def ar_loss(model, x0, bos_id, pad_id):
@@ -206,12 +197,22 @@ def ar_loss(model, x0, bos_id, pad_id):
     return diffusion.token_nll(logits, targets).sum() / (targets >= 0).sum()  # ignored targets give 0
 
 
+def batch_loss(model, x0, ar, generator, args, mask_id, pad_id):
+    """The training loss of one batch: the NELBO per token on a fresh corruption of x0 (SPEC 4), by
+    the run's process, or the AR twin's NLL per character."""
+    if ar:
+        return ar_loss(model, x0, mask_id, pad_id)
+    process, options = process_of(args)
+    noisy = process.corrupt_batch(x0, mask_id, generator, **options)  # MASK's id is the number of real tokens
+    return process.batch_loss(model, x0, noisy, **options)
+
+
 @torch.no_grad()
-def evaluate(model, data, ar, draws, one_pass, autocast, mask_id, pad_id, noise="masked", schedule=diffusion.SCHEDULE):
-    """Held-out loss in nats per character: the diffusion NELBO (discrete form, or its one-pass
-    L / k form, averaged over `draws` mask sets) or the AR twin's exact NLL, on the same characters.
-    Uniform and Gaussian noise: their estimators on L stratified times per sequence and draw (one
-    time in the one-pass form), the same number of network calls as the masked discrete form.
+def evaluate(model, data, ar, draws, one_pass, autocast, mask_id, pad_id, process=diffusion, options=None):
+    """Held-out loss in nats per character: the process's NELBO (the masked discrete form, or its
+    one-pass L / k form; uniform and Gaussian noise: L stratified times per sequence, or one in the
+    one-pass form: the same number of network calls), averaged over `draws`, or the AR twin's exact
+    NLL, on the same characters.
     -> (value, standard error over the held-out items, standard error from the draws). The last is
     the spread of the per-draw figures / sqrt(draws): how far another EVAL_SEED could move the value
     (0 for the AR twin, which draws nothing; nan from a single draw)."""
@@ -219,19 +220,12 @@ def evaluate(model, data, ar, draws, one_pass, autocast, mask_id, pad_id, noise=
     model.eval()
     rows = max(1, 2 ** 17 // data["block_size"])  # sequences per forward pass: 2^17 tokens
     generator = torch.Generator().manual_seed(EVAL_SEED)  # host: the same masks (and noise) on every device
-    steps = 1 if one_pass else data["block_size"]
     with autocast:
         if ar:
             totals = [diffusion.ar_nll(data["held"], model, mask_id, pad_id, batch_size=rows)]
-        elif noise == "masked":  # one draw at a time: the same masks as draws=draws, and their spread
-            totals = [diffusion.estimate_nelbo(data["held"], model, mask_id, generator, 1, one_pass, batch_size=rows)
-                      for _ in range(draws)]
-        elif noise == "uniform":
-            totals = [uniform.estimate_nelbo(data["held"], lambda xt, t: model(xt, t=t), mask_id, generator, steps,
-                                             schedule=schedule, batch_size=rows) for _ in range(draws)]
-        else:
-            totals = [gaussian.estimate_nelbo(data["held"], lambda zt, t: model(zt, t=t), mask_id, generator, steps,
-                                              batch_size=rows) for _ in range(draws)]
+        else:  # one draw at a time: the same masks as draws=draws, and their spread
+            totals = [process.estimate_nelbo(data["held"], model, mask_id, generator, one_pass=one_pass,
+                                             batch_size=rows, **(options or {})) for _ in range(draws)]
     model.train(was_training)
     value, se = diffusion.per_char(torch.stack(totals).mean(0), data["n_chars"])
     each = torch.tensor([diffusion.per_char(total, data["n_chars"])[0] for total in totals], dtype=torch.float64)
@@ -249,15 +243,14 @@ def lr_at(step, args):
 
 # ---------------------------------------------------------------- training
 def build(args, data, ar):
-    """The model (its config from the flags and the data) on args.device, and its optimizer: AdamW,
-    or Muon for the matrices inside the blocks and AdamW for embeddings, head and gains (muon.py)."""
-    itos = data["itos"]
-    noise = "masked" if ar else args.noise
-    K = len(itos) - 1  # real tokens; MASK is the last id, read only by the masked denoiser and the AR twin
-    config = ModelConfig(vocab_size=K if noise == "uniform" else len(itos), n_out=K, block_size=data["block_size"],
+    """The model (its config from the flags, the data and what the process needs) on args.device,
+    and its optimizer: AdamW, or Muon for the matrices inside the blocks and AdamW for embeddings,
+    head and gains (muon.py)."""
+    process, options = process_of(args, ar)
+    K = len(data["itos"]) - 1  # real tokens; MASK is the last id, read only by the masked denoiser and the AR twin
+    config = ModelConfig(**process.model_args(K, **options), n_out=K, block_size=data["block_size"],
                          n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
-                         causal=ar, positions=args.positions, activation=args.activation,
-                         time_input=noise != "masked", vector_input=K if noise == "gaussian" else 0)
+                         causal=ar, positions=args.positions, activation=args.activation)
     torch.manual_seed(args.seed)  # the initial weights and dropout
     model = Transformer(config).to(args.device)
     decay = [p for p in model.parameters() if p.dim() >= 2]  # weight matrices and embeddings decay; norms do not
@@ -278,13 +271,6 @@ def build(args, data, ar):
 def make_autocast(args):
     """bf16 autocast where the device has bf16 (devices.precision), else a context that does nothing."""
     return devices.autocast(args.device, args.precision)
-
-
-def batch_loss(model, x0, ar, generator, args, mask_id, pad_id):
-    """The training loss of one batch: the NELBO per token, or the AR twin's NLL per character."""
-    if ar:
-        return ar_loss(model, x0, mask_id, pad_id)
-    return diffusion_loss(model, x0, mask_id, generator, args.objective, args.schedule, args.noise)
 
 
 def compile_or_eager(model, data, ar, args, autocast, mask_id, pad_id):
@@ -362,110 +348,153 @@ def checkpoint_path(args, ar):
     return Path(args.out) / name
 
 
-def train(args, data, ar, say=print):
-    """Train one model (diffusion, or the AR twin when ar=True); returns a summary dict."""
-    device, itos = args.device, data["itos"]
-    devices.setup(device, args.deterministic)  # idempotent: main() has usually done it already
-    mask_id, pad_id = len(itos) - 1, (0 if data["kind"] == "names" else None)
-    path = checkpoint_path(args, ar)
+@dataclass
+class Run:
+    """One model's training as the loop sees it: what it trains, where it saves, where it stands."""
+    name: str                         # "diffusion", "AR twin", "uniform diffusion", ...
+    path: Path                        # its checkpoint
+    model: torch.nn.Module            # the weights the optimizer moves
+    ema: torch.nn.Module | None       # their moving average (--ema), or None
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator        # batches and masks: host-side, the same on every device
+    train_config: dict                # the run's settings, saved in every checkpoint
+    step: int = 0
+    best: float = math.inf            # the lowest held-out loss so far
+    saved_step: int | None = None     # the step of the checkpoint this run wrote, or resumed from: the only one it reports
+
+    @property
+    def evaluated(self):
+        """What is evaluated, saved and sampled: the EMA copy when there is one, else the weights."""
+        return self.ema if self.ema is not None else self.model
+
+
+def run_config(args, data, ar):
+    """The settings a checkpoint records: what --resume must find unchanged, and what evaluate.py
+    and sample.py read back."""
+    mask_id = len(data["itos"]) - 1
+    return dict(dataset=args.dataset, kind=data["kind"], ar=ar, noise="masked" if ar else args.noise,
+                objective=args.objective, schedule=args.schedule, batch_size=args.batch_size,
+                optimizer=args.optimizer, lr=args.lr, max_iters=args.max_iters, weight_decay=args.weight_decay,
+                seed=args.seed, mask_id=mask_id, pad_id=0 if data["kind"] == "names" else None,
+                bos_id=mask_id,  # the AR twin's start token is MASK (diffusion.ar_inputs)
+                device=devices.kind(args.device), dtype=args.precision, ema=args.ema,
+                deterministic=args.deterministic, data_sha256=data["sha256"],
+                final_draws=args.final_draws)  # evaluate.py repeats the final figure with the same draws
+
+
+def start_run(args, data, ar, say):
+    """The model, its optimizer and the batch generator: new, or as the checkpoint --resume reads
+    left them."""
     model, optimizer = build(args, data, ar)
-    config = model.config
-    generator = torch.Generator().manual_seed(args.seed)  # batches and masks: host-side, the same on every device
-    step, best = 0, float("inf")
-    train_config = dict(dataset=args.dataset, kind=data["kind"], ar=ar, noise="masked" if ar else args.noise,
-                        objective=args.objective,
-                        schedule=args.schedule, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                        max_iters=args.max_iters,
-                        weight_decay=args.weight_decay, seed=args.seed, mask_id=mask_id, pad_id=pad_id,
-                        bos_id=mask_id,  # the AR twin's start token is MASK (diffusion.ar_inputs)
-                        device=devices.kind(device), dtype=args.precision, ema=args.ema, deterministic=args.deterministic,
-                        data_sha256=data["sha256"],
-                        final_draws=args.final_draws)  # evaluate.py repeats the final figure with the same draws
     # The EMA copy averages the weights over the last ~1 / (1 - decay) steps: it smooths the noise
     # of single batches (large in diffusion, where each name gets one random mask), and it is
     # the model that gets evaluated, saved and sampled.
     ema = copy.deepcopy(model).eval().requires_grad_(False) if args.ema else None
-    evaluated = ema if ema is not None else model
+    name = "AR twin" if ar else "diffusion" if args.noise == "masked" else f"{args.noise} diffusion"
+    run = Run(name, checkpoint_path(args, ar), model, ema, optimizer, torch.Generator().manual_seed(args.seed),
+              run_config(args, data, ar))
     resume = args.resume
-    if resume and args.both and ar and not path.is_file():  # --both stopped before the twin's first checkpoint
-        say(f"no {path} yet: the AR twin starts from step 0")
+    if resume and args.both and ar and not run.path.is_file():  # --both stopped before the twin's first checkpoint
+        say(f"no {run.path} yet: the AR twin starts from step 0")
         resume = False
-    saved_step = None  # the step of the checkpoint this run wrote, or resumed from: the only one it reports
     if resume:
-        ckpt = read_checkpoint(path)  # on the host; load_state_dict copies each tensor where it belongs
-        check_resumable(path, ckpt, config, itos, train_config)
+        ckpt = read_checkpoint(run.path)  # on the host; load_state_dict copies each tensor where it belongs
+        check_resumable(run.path, ckpt, model.config, data["itos"], run.train_config)
         model.load_state_dict(ckpt["model_raw"] if ema is not None else ckpt["model"])
         if ema is not None:
             ema.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        step, best = ckpt["step"], ckpt["best_val_loss"]
-        saved_step = step
-        generator.set_state(ckpt["rng"]["batches"])
-        devices.set_rng_state(ckpt["rng"], device)
-        say(f"resumed {path} at step {step} (best held-out loss {best:.4f})")
-    autocast = make_autocast(args)
-    # evaluation runs uncompiled: its batches have other shapes, and it runs a few times only
-    train_model = compile_or_eager(model, data, ar, args, autocast, mask_id, pad_id) if args.compile else model
-    name = "AR twin" if ar else "diffusion" if args.noise == "masked" else f"{args.noise} diffusion"
-    say(f"{name}: {config.n_layer} layers, {config.n_head} heads, n_embd {config.n_embd}, block size "
-        f"{config.block_size}, {model.num_params():,} parameters; {devices.describe(device)}, {args.precision}"
-        f"{', compiled' if args.compile else ''}")
+        run.step = run.saved_step = ckpt["step"]
+        run.best = ckpt["best_val_loss"]
+        run.generator.set_state(ckpt["rng"]["batches"])
+        devices.set_rng_state(ckpt["rng"], args.device)
+        say(f"resumed {run.path} at step {run.step} (best held-out loss {run.best:.4f})")
+    return run
 
+
+def train_step(run, train_model, data, ar, args, autocast):
+    """One optimizer step on a fresh batch. Returns its loss per character, a device scalar (read
+    only at the next evaluation, so that no step waits for the device)."""
+    mask_id, pad_id = run.train_config["mask_id"], run.train_config["pad_id"]
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr_at(run.step, args)
+    x0 = get_batch(data, args.batch_size, run.generator)
+    with autocast:
+        loss = batch_loss(train_model, x0, ar, run.generator, args, mask_id, pad_id)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), GRAD_CLIP)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    if run.ema is not None:  # ema += (1 - decay) * (weights - ema); a shorter memory in the first steps
+        decay = min(args.ema, (1 + run.step) / (10 + run.step))
+        torch._foreach_lerp_(list(run.ema.parameters()), list(run.model.parameters()), 1 - decay)
+    if data["kind"] == "names" and not ar:  # per token -> per character, as evaluated (SPEC 5)
+        loss = loss * x0.numel() / ((x0 != pad_id).sum() + len(x0))
+    return loss.detach()
+
+
+def evaluate_and_save(run, writer, data, ar, args, autocast, train_loss):
+    """The held-out loss at this step, and a checkpoint when it is the best so far (written in the
+    background). -> (value, standard error over items, over draws, improved)."""
+    process, options = process_of(args, ar)
+    val, se, draw_se = evaluate(run.evaluated, data, ar, args.eval_draws, not args.eval_full, autocast,
+                                run.train_config["mask_id"], run.train_config["pad_id"], process, options)
+    if not (math.isfinite(train_loss) and math.isfinite(val)):
+        raise TrainingError(f"the {run.name} diverged by step {run.step} (training loss {train_loss:g}, held-out "
+                            f"{val:g}) and nothing after it was saved; try a lower --lr.")
+    improved = val < run.best
+    if improved:
+        run.best, run.saved_step = val, run.step
+        writer.save(run.path, model=run.evaluated.state_dict(), optimizer=run.optimizer.state_dict(),
+                    **({"model_raw": run.model.state_dict()} if run.ema is not None else {}),
+                    model_args=asdict(run.model.config), config=run.train_config, itos=data["itos"], step=run.step,
+                    best_val_loss=run.best, rng=dict(batches=run.generator.get_state(), **devices.rng_state(args.device)))
+    return val, se, draw_se, improved
+
+
+def train(args, data, ar, say=print):
+    """Train one model (diffusion, or the AR twin when ar=True) from a new or resumed run: steps,
+    a held-out evaluation every eval_interval steps (or at --eval-at) and at the end, the best
+    checkpoint kept. Returns a summary dict."""
+    devices.setup(args.device, args.deterministic)  # idempotent: main() has usually done it already
+    run = start_run(args, data, ar, say)
+    config, autocast = run.model.config, make_autocast(args)
+    mask_id, pad_id = run.train_config["mask_id"], run.train_config["pad_id"]
+    # evaluation runs uncompiled: its batches have other shapes, and it runs a few times only
+    train_model = compile_or_eager(run.model, data, ar, args, autocast, mask_id, pad_id) if args.compile else run.model
+    say(f"{run.name}: {config.n_layer} layers, {config.n_head} heads, n_embd {config.n_embd}, block size "
+        f"{config.block_size}, {run.model.num_params():,} parameters; {devices.describe(args.device)}, "
+        f"{args.precision}{', compiled' if args.compile else ''}")
     loss_name = "NLL" if ar else "NELBO"
-    best_step, history, history_draw_se, running, n_running = step, [], [], torch.zeros((), device=device), 0
-    first_step, eval_seconds, start = step, 0.0, time.time()
-    bar = tqdm(total=args.max_iters, initial=step, disable=True if args.quiet else None,  # None: off when not a terminal
-               desc=name, unit="step", leave=False)
+    best_step, history, history_draw_se, running, n_running = run.step, [], [], torch.zeros((), device=args.device), 0
+    first_step, eval_seconds, start = run.step, 0.0, time.time()
+    bar = tqdm(total=args.max_iters, initial=run.step, disable=True if args.quiet else None,  # None: off when not a terminal
+               desc=run.name, unit="step", leave=False)
     with CheckpointWriter() as writer:  # leaving it, even by Ctrl-C, finishes the last write first
-        while step < args.max_iters:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, args)
-            x0 = get_batch(data, args.batch_size, generator)
-            with autocast:
-                loss = batch_loss(train_model, x0, ar, generator, args, mask_id, pad_id)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if ema is not None:  # ema += (1 - decay) * (weights - ema); a shorter memory in the first steps
-                decay = min(args.ema, (1 + step) / (10 + step))
-                torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
-            if data["kind"] == "names" and not ar:  # per token -> per character, as evaluated (SPEC 5)
-                loss = loss * x0.numel() / ((x0 != pad_id).sum() + len(x0))
-            running += loss.detach()  # summed on the device: no host sync per step
+        while run.step < args.max_iters:
+            running += train_step(run, train_model, data, ar, args, autocast)  # summed on the device: no host sync
             n_running += 1
             bar.update(1)
-            due = step in args.eval_at if args.eval_at else step % args.eval_interval == 0
-            if due or step == args.max_iters:
-                train_loss = running.item() / n_running
-                eval_start = time.time()
-                val, se, draw_se = evaluate(evaluated, data, ar, args.eval_draws, not args.eval_full, autocast,
-                                            mask_id, pad_id, train_config["noise"], args.schedule)
-                history.append((step, train_loss, val, se))
+            due = run.step in args.eval_at if args.eval_at else run.step % args.eval_interval == 0
+            if due or run.step == args.max_iters:
+                train_loss, eval_start = running.item() / n_running, time.time()
+                val, se, draw_se, improved = evaluate_and_save(run, writer, data, ar, args, autocast, train_loss)
+                best_step = run.step if improved else best_step
+                history.append((run.step, train_loss, val, se))
                 history_draw_se.append(draw_se)
-                if not (math.isfinite(train_loss) and math.isfinite(val)):
-                    raise TrainingError(f"the {name} diverged by step {step} (training loss {train_loss:g}, held-out "
-                                        f"{val:g}) and nothing after it was saved; try a lower --lr.")
-                improved = val < best
-                if improved:
-                    best, best_step, saved_step = val, step, step
-                    writer.save(path, model=evaluated.state_dict(), optimizer=optimizer.state_dict(),
-                                **({"model_raw": model.state_dict()} if ema is not None else {}),
-                                model_args=asdict(config), config=train_config, itos=itos, step=step,
-                                best_val_loss=best, rng=dict(batches=generator.get_state(), **devices.rng_state(device)))
                 if not args.quiet:
-                    bar.write(f"step {step}: train {loss_name} {train_loss:.4f}, held-out {loss_name} {val:.4f} "
+                    bar.write(f"step {run.step}: train {loss_name} {train_loss:.4f}, held-out {loss_name} {val:.4f} "
                               f"+- {se:.4f} nats/char ({estimate_label(data, args, ar, False)})"
                               f"{', best, saved' if improved else ''}")
-                running, n_running = torch.zeros((), device=device), 0
+                running, n_running = torch.zeros((), device=args.device), 0
                 eval_seconds += time.time() - eval_start
     bar.close()
-    seconds = time.time() - start
-    return dict(name=name, model=evaluated, config=config, path=path, best=best, best_step=best_step,
-                seconds=seconds, eval_seconds=eval_seconds, tokens=(step - first_step) * args.batch_size * config.block_size,
-                history=history, history_draw_se=history_draw_se, autocast=autocast, mask_id=mask_id, pad_id=pad_id,
-                saved_step=saved_step, noise=train_config["noise"])
+    return dict(name=run.name, model=run.evaluated, config=config, path=run.path, best=run.best, best_step=best_step,
+                seconds=time.time() - start, eval_seconds=eval_seconds,
+                tokens=(run.step - first_step) * args.batch_size * config.block_size, history=history,
+                history_draw_se=history_draw_se, autocast=autocast, mask_id=mask_id, pad_id=pad_id,
+                saved_step=run.saved_step, noise=run.train_config["noise"])
 
 
 def final_evaluation(result, data, args):
@@ -477,8 +506,9 @@ def final_evaluation(result, data, args):
     model = result["model"]
     model.load_state_dict(ckpt["model"])
     one_pass = data["kind"] == "text"  # names: all L mask sizes of every name; windows: one k per draw
-    return evaluate(model, data, result["config"].causal, args.final_draws, one_pass, result["autocast"],
-                    result["mask_id"], result["pad_id"], result["noise"], args.schedule)
+    ar = result["config"].causal
+    return evaluate(model, data, ar, args.final_draws, one_pass, result["autocast"], result["mask_id"],
+                    result["pad_id"], *process_of(args, ar))
 
 
 def estimate_label(data, args, ar, final, noise="masked"):
@@ -509,46 +539,44 @@ def figure_text(nats, se, draw_se):
 
 
 NOISE_SAMPLE_STEPS = 64  # reverse steps of the uniform and Gaussian samplers (every step redraws every position)
+LEGENDS = {"masked": "'{mask}' is MASK", "uniform": "every letter may still be noise",
+           "gaussian": "each position shown as its nearest letter"}  # how to read a printed trajectory
 
 
-def sample_noise(model, noise, n, L, generator, device, precision, steps=NOISE_SAMPLE_STEPS, schedule=diffusion.SCHEDULE):
-    """n samples (n, L) from a uniform- or Gaussian-noise model by its ancestral sampler, and the
-    trajectory as ids (n, L) per step (for Gaussian noise, the nearest letter of each z: its argmax)."""
-    K = model.config.n_out
-
+def sample_process(model, process, options, n, L, generator, device, precision, steps):
+    """n samples (n, L) from a trained denoiser by its process's ancestral sampler, and the trajectory
+    as ids (n, L) per step (Gaussian noise: the nearest letter of each z, its argmax) with its times."""
     @torch.no_grad()
-    def denoise(xt, t):  # the model with its time input, on its device, in its training precision
+    def denoise(x, *t):  # host tensors in, host float logits out; run on the device in the training precision
         with devices.autocast(device, precision):
-            return model(xt.to(device), t=t.to(device)).float()
+            return model(x.to(device), *(v.to(device) for v in t)).float().cpu()
 
     model.eval()
-    if noise == "uniform":
-        samples, trajectory = uniform.sample_ancestral(denoise, n, L, K, generator, steps, schedule=schedule, device=device)
-        return samples.cpu(), trajectory
-    samples, trajectory = gaussian.sample_ancestral(denoise, n, L, K, generator, steps, device=device)
-    return samples.cpu(), [z.argmax(-1) for z in trajectory[:-1]] + [samples.cpu()]
+    out = process.sample_ancestral(denoise, n, L, model.config.n_out, generator, steps, **options)
+    trajectory = [x.argmax(-1) if x.dim() == 3 else x for x in out.trajectory[:-1]] + [out.samples]
+    return out.samples, trajectory, out.times
+
+
+def sample_noise(model, noise, n, L, generator, device, precision, steps=NOISE_SAMPLE_STEPS, options=None):
+    """n samples (n, L) from a uniform- or Gaussian-noise model, and its trajectory as ids."""
+    samples, trajectory, _ = sample_process(model, PROCESSES[noise], options or {}, n, L, generator, device,
+                                            precision, steps)
+    return samples, trajectory
 
 
 def print_samples(result, data, args):
-    """Samples of the trained diffusion model (sample.py's ancestral sampler, or uniform.py's and
-    gaussian.py's), with one trajectory."""
-    from torch_version.sample import make_denoiser, sample_ancestral  # sample.py never imports train.py
-    itos, L, model = data["itos"], data["block_size"], result["model"]
-    generator = torch.Generator().manual_seed(args.seed)
+    """Samples of the trained diffusion model by its process's ancestral sampler, with one trajectory."""
+    itos, L = data["itos"], data["block_size"]
+    process, options = process_of(args)
     n = args.samples if data["kind"] == "names" else 1
-    if result["noise"] == "masked":
-        out = sample_ancestral(make_denoiser(model.eval(), args.device, args.precision), n, L, result["mask_id"],
-                               generator, steps=L)
-        samples, times, trajectory = out.samples, out.times, out.trajectory
-    else:
-        samples, trajectory = sample_noise(model, result["noise"], n, L, generator, args.device, args.precision,
-                                           schedule=args.schedule)
-        times = torch.linspace(1, 0, len(trajectory)).tolist()
+    steps = L if process is diffusion else NOISE_SAMPLE_STEPS  # masks: one step per position
+    samples, trajectory, times = sample_process(result["model"], process, options, n, L,
+                                                torch.Generator().manual_seed(args.seed), args.device,
+                                                args.precision, steps)
     if data["kind"] == "names":
         print("samples:", " ".join(diffusion.decode(s, itos).rstrip(itos[0]) for s in samples))
         if not args.quiet:
-            legend = {"masked": f"'{itos[-1]}' is MASK", "uniform": "every letter may still be noise",
-                      "gaussian": "each position shown as its nearest letter"}[result["noise"]]
+            legend = LEGENDS[result["noise"]].format(mask=itos[-1])
             print(f"denoising trajectory of the first sample ({legend}, '{itos[0]}' is PAD):")
             every = max(1, (len(trajectory) - 1) // 16)  # at most 17 lines or so
             for i in sorted(set(range(0, len(trajectory), every)) | {len(trajectory) - 1}):
@@ -589,7 +617,7 @@ def parse_args(argv=None):
     parser.add_argument("--positions", choices=["rope", "learned", "both"], default="both",
                         help="rotary (relative), learned (absolute) or both")
     parser.add_argument("--activation", choices=["gelu", "relu2"], default="gelu", help="MLP nonlinearity")
-    parser.add_argument("--noise", choices=["masked", "uniform", "gaussian"], default="masked",
+    parser.add_argument("--noise", choices=list(PROCESSES), default="masked",
                         help="the forward process: MASK tokens (the default, diffusion.py), random letters "
                         "(uniform.py) or Gaussian noise on one-hot embeddings (gaussian.py); each trains and is "
                         "scored on its own NELBO, and the AR twin is the same for all three")

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # so `torch_versio
 from common import cli  # noqa: E402
 from common.files import atomic_write, output_problem  # noqa: E402
 from data.fetch import DatasetError  # noqa: E402
-from torch_version.model import CheckpointError  # noqa: E402
+from torch_version.engine.checkpoints import CheckpointError  # noqa: E402
 from torch_version.engine import devices  # noqa: E402
 from torch_version import train as T  # noqa: E402
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # so `torch_versio
 from common import cli  # noqa: E402
 from common.files import output_problem  # noqa: E402
 from data.fetch import DatasetError  # noqa: E402
-from torch_version.model import CheckpointError  # noqa: E402
+from torch_version.engine.checkpoints import CheckpointError  # noqa: E402
 from torch_version.engine import devices  # noqa: E402
 from torch_version import diffusion, train as T  # noqa: E402
 

@@ -33,7 +33,7 @@ from common import cli  # noqa: E402
 from common.files import atomic_write, output_problem  # noqa: E402
 from torch_version.engine import devices  # noqa: E402
 from torch_version.diffusion import ar_inputs, encode, host_nll  # noqa: E402
-from torch_version.model import CheckpointError, load_checkpoint  # noqa: E402
+from torch_version.engine.checkpoints import CheckpointError, load_checkpoint  # noqa: E402
 from torch_version.sample import (checkpoint_precision, generate_ar, make_denoiser,  # noqa: E402
                                   sample_ancestral, sample_confidence, sample_text, sample_threshold)
 

@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # so `torch_version` imports from any folder
 from data.fetch import DatasetError  # noqa: E402
-from torch_version.model import CheckpointError  # noqa: E402
+from torch_version.engine.checkpoints import CheckpointError  # noqa: E402
 from common import cli  # noqa: E402
 from torch_version.engine import devices  # noqa: E402
 from torch_version import train as T  # noqa: E402

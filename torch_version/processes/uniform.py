@@ -1,15 +1,15 @@
-"""Uniform-noise discrete diffusion: the masked loop of diffusion.py, with random letters for noise.
+"""Uniform-noise discrete diffusion: the loop of diffusion.py, with random letters for noise.
 
 What it teaches: MASK is not the only way to destroy text. Here each position is resampled,
 with probability 1 - alpha(t), to a token drawn uniformly from the K real tokens (for names:
-PAD and the 26 letters; MASK is never used, and the ids are diffusion.build_vocab's, so
-n_tokens = K is numerically diffusion's mask_id). At t = 1 every sequence is uniform noise,
-whatever x0 was: that is the prior. A corrupted letter looks like any other letter, so the
-denoiser predicts x0 at every position, and it must be told t (xt does not show its noise level).
+PAD and the 26 letters; MASK is never used, and the ids are build_vocab's, so n_tokens = K is
+numerically diffusion.py's mask_id). At t = 1 every sequence is uniform noise, whatever x0 was:
+that is the prior. A corrupted letter looks like any other letter, so the denoiser predicts x0
+at every position, and it must be told t (xt does not show its noise level).
 
     from torch_version.processes import uniform
     t = uniform.sample_times(len(x0), g)                         # (B,) float64, host
-    xt = uniform.corrupt(x0, t, n_tokens, g)                     # (B, L): letters, never MASK
+    xt, _ = uniform.corrupt(x0, t, n_tokens, g)                  # (B, L): letters, never MASK
     loss = uniform.nelbo_loss(denoise(xt, t.float()), x0, xt, t)
     nelbo = uniform.estimate_nelbo(x0, denoise, n_tokens, g)     # (N,) nats per sequence
 
@@ -33,6 +33,10 @@ reconstruction term that closes the bound there. With the exact denoiser the bou
     -log q(x0) + E_{x_EPS} [ log q(x0 | x_EPS) - sum_l log q(x0_l | x_EPS) ],
 the second part O(EPS): the reconstruction reads positions independently (tests check both).
 
+It has diffusion.py's interface (OPTIONS, model_args, corrupt_batch, batch_loss, estimate_nelbo,
+sample_ancestral), so train.py runs it with --noise uniform. Functions it shares with
+diffusion.py are copies, kept identical by tests/test_processes.py; `# changed` marks the rest.
+
 Changes from diffusion.py (the masked loop):
 - corrupt writes a uniformly drawn real token where diffusion.py writes MASK;
 - the denoiser takes (xt, t) and every position counts, clean-looking or not;
@@ -40,56 +44,111 @@ Changes from diffusion.py (the masked loop):
 - the loss compares reverse rates (above), not a cross-entropy at the masked positions;
 - estimate_nelbo integrates over t on stratified times (no count-the-masks discrete form)
   and adds the reconstruction term;
-- sample_ancestral lives here (not in sample.py): it starts from uniform noise, and every
-  step may change every position.
+- sample_ancestral starts from uniform noise, and every step may change every position.
 """
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from torch_version.diffusion import (EPS, SCHEDULE, alpha, build_vocab, decode, encode,  # noqa: F401
-                                     per_char, sample_times)  # the masked loop's vocabulary, schedule and times
-
-STEPS = 64  # estimate_nelbo: stratified times per sequence and draw
+EPS = 1e-3             # t is clipped to [EPS, 1] so the weight 1/t stays finite
+SCHEDULE = "linear"    # alpha(t) = 1 - t; "cosine" is the other choice (SPEC 2)
+OPTIONS = ("schedule",)  # the settings this process reads  # changed: no objective (no k-masked form)
 
 # ---------------------------------------------------------------- data and tokens
-# build_vocab, encode, decode: diffusion.py's, imported above. MASK keeps its id (the last) but is never drawn.
+PAD, MASK = ".", "_"   # shown as themselves; PAD ends a name, MASK is the noise
+SPARE_SYMBOLS = "~#|^@*"  # used for PAD or MASK instead when the data itself holds '.' or '_'
+
+
+def build_vocab(texts, pad=True):
+    """(stoi, itos) for the characters of `texts` (a list of names, or [one long text]).
+    PAD is id 0 when pad=True (names), the data's characters follow in sorted order, MASK is
+    the last id (the denoiser never outputs it). PAD and MASK are '.' and '_' unless the
+    data uses them; then the first unused spare symbol stands in, so decode stays readable."""
+    chars = sorted(set("".join(texts)))
+    spare = [c for c in SPARE_SYMBOLS if c not in chars]
+    specials = []
+    for symbol in ([PAD] if pad else []) + [MASK]:
+        specials.append(symbol if symbol not in chars and symbol not in specials else spare.pop(0))
+    itos = specials[:-1] + chars + specials[-1:]
+    return {c: i for i, c in enumerate(itos)}, itos
+
+
+def encode(items, stoi, block_size=None):
+    """A string -> (len,) ids; a list of names -> (N, block_size) ids, each padded with PAD (id 0)."""
+    def ids(s):
+        unknown = sorted(set(s) - set(stoi))
+        if unknown:
+            raise ValueError(f"characters {''.join(unknown)!r} are not in the model's vocabulary")
+        return [stoi[c] for c in s]
+    if isinstance(items, str):
+        return torch.tensor(ids(items), dtype=torch.long)
+    if any(len(w) > block_size for w in items):
+        raise ValueError(f"an item is longer than the block size {block_size}")
+    return torch.tensor([ids(w) + [0] * (block_size - len(w)) for w in items], dtype=torch.long)
+
+
+def decode(ids, itos):
+    """Keeps PAD and MASK visible: stripping them would hide invalid samples (SPEC 8)."""
+    return "".join(itos[i] for i in ids.tolist())
 
 
 # ---------------------------------------------------------------- forward process
-# alpha(t), the chance that a position was never resampled, and sample_times: diffusion.py's.
-def weight(t, schedule=SCHEDULE):
-    """Resampling rate beta(t) = -alpha'(t) / alpha(t): infinite at t = 1, where alpha = 0."""  # changed
+def alpha(t, schedule=SCHEDULE):
+    """Chance that a token is still clean at time t: alpha(0) = 1, alpha(1) = 0."""
+    return 1 - t if schedule == "linear" else torch.cos(math.pi * t / 2)
+
+
+def weight(t, schedule=SCHEDULE):  # changed
+    """Resampling rate beta(t) = -alpha'(t) / alpha(t): infinite at t = 1, where alpha = 0."""
     if schedule == "linear":
         return 1 / (1 - t)
     return (math.pi / 2) * torch.tan(math.pi * t / 2)
 
 
-def corrupt(x0, t, n_tokens, generator, schedule=SCHEDULE):
+# The draws below come from a CPU generator (torch.Generator()) and are made on the host, in
+# float64 where it helps; only their results (the letters drawn) move to x0's device. So the noise is
+# the same on every device, and a GPU without float64 (Apple's MPS) never sees one.
+def sample_times(batch_size, generator):
+    """Antithetic times: one uniform u per batch, spread evenly over (EPS, 1]. (B,) float64, host."""
+    u = torch.rand((), generator=generator, dtype=torch.float64)
+    i = torch.arange(batch_size, dtype=torch.float64)
+    return EPS + (1 - EPS) * ((u + i / batch_size) % 1)
+
+
+def corrupt(x0, t, n_tokens, generator, schedule=SCHEDULE):  # changed
     """Resample each position independently with probability 1 - alpha(t), to a token uniform over
     the n_tokens real ones (it may draw its own token back). (B, L) -> (B, L), and the resampled set."""
     u = torch.rand(x0.shape, generator=generator, dtype=torch.float64)  # host
     resampled = (u < (1 - alpha(t.cpu(), schedule))[:, None]).to(x0.device)
-    noise = torch.randint(n_tokens, x0.shape, generator=generator).to(x0.device)  # changed: a real token, not MASK
+    noise = torch.randint(n_tokens, x0.shape, generator=generator).to(x0.device)  # a real token, not MASK
     return torch.where(resampled, noise, x0), resampled
 
 
-def stratified_times(n, steps, generator, eps=EPS):
+def stratified_times(n, steps, generator, eps=EPS):  # changed: replaces the k-masked form's sample_k
     """`steps` times per row, one uniform in each of `steps` equal slices of (eps, 1). (n, steps)
     float64, host. Unbiased for an integral over t, with less variance than independent times."""
     u = torch.rand((n, steps), generator=generator, dtype=torch.float64)
     return eps + (1 - eps) * (torch.arange(steps, dtype=torch.float64) + u) / steps
 
 
+# ---------------------------------------------------------------- the denoiser
+def model_args(n_tokens, **options):  # changed
+    """What the denoiser needs (model.ModelConfig fields): it reads the K real tokens only (no
+    MASK), and is told t, which nothing in xt shows."""
+    return dict(vocab_size=n_tokens, time_input=True)
+
+
 # ---------------------------------------------------------------- the loss: the NELBO
 def token_nll(logits, targets):
-    """-log p(target) at every position: logits (B, L, K), targets (B, L) -> (B, L)."""
-    return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    """-log p(target) at every position: logits (B, L, V), targets (B, L) -> (B, L); a target of -1
+    gives 0. Unreduced on purpose: CUDA's deterministic mode refuses the averaging form of this loss."""
+    return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none", ignore_index=-1)
 
 
-def nelbo_integrand(logits, x0, xt, t, schedule=SCHEDULE):
+def nelbo_integrand(logits, x0, xt, t, schedule=SCHEDULE):  # changed: reverse rates, not a cross-entropy
     """The diffusion term's integrand at each position: (beta / K) sum_{y != x} r_y phi(r_hat_y / r_y).
     logits (B, L, K) for x0 given (xt, t); t (B,) float64 on the host. -> (B, L), >= 0.
     Float32 throughout, so three cases: d = r_hat / r - 1 is built from p - onehot(x0), never as a
@@ -112,21 +171,37 @@ def nelbo_integrand(logits, x0, xt, t, schedule=SCHEDULE):
     return (beta / K * torch.where(others, r * phi, 0)).sum(-1)
 
 
-def nelbo_loss(logits, x0, xt, t, schedule=SCHEDULE):
+def nelbo_loss(logits, x0, xt, t, schedule=SCHEDULE):  # changed
     """Per-token NELBO of a batch, its diffusion term: (1 - EPS) * sum over ALL positions of the
     integrand / (B * L), for t from sample_times (uniform on (EPS, 1]). The reconstruction term
     (estimate_nelbo adds it) is O(EPS) for a good denoiser and is left out of training."""
-    return (1 - EPS) * nelbo_integrand(logits, x0, xt, t, schedule).sum() / x0.numel()  # changed: every position
+    return (1 - EPS) * nelbo_integrand(logits, x0, xt, t, schedule).sum() / x0.numel()  # every position
+
+
+def corrupt_batch(x0, n_tokens, generator, schedule=SCHEDULE, **options):  # changed: one form, random letters
+    """The forward process on a training batch x0 (B, L): its draws, made on the host for the whole
+    batch, as a dict of per-row tensors (a slice of its rows is the corruption of those rows)."""
+    t = sample_times(len(x0), generator)
+    xt, _ = corrupt(x0, t, n_tokens, generator, schedule)
+    return dict(xt=xt, t=t)
+
+
+def batch_loss(model, x0, noisy, schedule=SCHEDULE, **options):  # changed: the model is told t
+    """Per-token NELBO of the rows of x0, given their corruption (corrupt_batch)."""
+    logits = model(noisy["xt"], noisy["t"].float().to(x0.device))  # (B, L, K)
+    return nelbo_loss(logits, x0, noisy["xt"], noisy["t"], schedule)
 
 
 # ---------------------------------------------------------------- evaluation: the held-out NELBO
 @torch.no_grad()
-def estimate_nelbo(x0, denoise, n_tokens, generator, steps=STEPS, draws=1, schedule=SCHEDULE, eps=EPS,
-                   batch_size=4096):
+def estimate_nelbo(x0, denoise, n_tokens, generator, draws=1, one_pass=False, batch_size=4096, steps=None,  # changed
+                   schedule=SCHEDULE, eps=EPS, **options):
     """NELBO of each sequence of x0 (N, L), in nats, float64 (N,) on the host: the diffusion term on
-    `steps` stratified times per sequence (one xt each), plus the reconstruction term at t = eps
-    (one x_eps per sequence), averaged over `draws`. Unbiased; no time-grid discretisation error."""
+    `steps` stratified times per sequence (one xt each; default L, the masked discrete form's number
+    of passes, or 1 with one_pass), plus the reconstruction term at t = eps (one x_eps per sequence),
+    averaged over `draws`. Unbiased; no time-grid discretisation error. denoise(xt, t) -> logits."""
     N, L = x0.shape
+    steps = steps or (1 if one_pass else L)
     total = torch.zeros(N, dtype=torch.float64)  # host: float64 sums, whatever the device
     for _ in range(draws):
         t = torch.cat([stratified_times(N, steps, generator, eps).reshape(-1),
@@ -144,21 +219,72 @@ def estimate_nelbo(x0, denoise, n_tokens, generator, steps=STEPS, draws=1, sched
     return total / draws
 
 
+def per_char(nelbo, n_chars):
+    """Total NELBO / total characters (SPEC 5), and its standard error (ratio estimator)."""
+    nelbo, n_chars = nelbo.double(), n_chars.double()
+    r = nelbo.sum() / n_chars.sum()
+    se = (nelbo - r * n_chars).std() / math.sqrt(len(nelbo)) / n_chars.mean()
+    return r.item(), se.item()
+
+
 # ---------------------------------------------------------------- sampling
-def draw_from(p, generator):
-    """One token per position from probabilities p (..., K) float64, by inverse CDF on float64
-    uniforms (SPEC 6), as sample.draw_from; kept here so that sample.py may import this file."""
-    u = torch.rand(p.shape[:-1] + (1,), generator=generator, dtype=torch.float64)
+def probabilities(logits, temperature=1.0, top_k=None, top_p=None):
+    """softmax(logits / T) in float64 (..., V), optionally truncated to the top_k tokens or to
+    the smallest set holding top_p of the mass (nucleus), and renormalised."""
+    logits = logits.cpu().double() / temperature  # float64 on the host only (MPS has none)
+    if top_k:  # keep the k largest logits; ties at the k-th value all stay
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    p = torch.softmax(logits, dim=-1)
+    if top_p is not None and top_p < 1:
+        sorted_p, order = p.sort(dim=-1, descending=True)
+        mass_before = sorted_p.cumsum(-1) - sorted_p  # mass of the tokens more likely than each one
+        drop_sorted = mass_before >= top_p  # the likeliest token always stays
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
+        p = p.masked_fill(drop, 0)
+        p = p / p.sum(-1, keepdim=True)
+    return p
+
+
+def inverse_cdf(p, u):
+    """The token whose cumulative probability first passes u: p (..., V) float64, u (..., 1) in [0, 1).
+    u is scaled by the total so a rounding error in the sum can never select a token of probability 0."""
     cdf = p.cumsum(-1)
-    return torch.searchsorted(cdf, u * cdf[..., -1:], right=True)[..., 0].clamp(max=p.shape[-1] - 1)
+    token = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)[..., 0]
+    return token.clamp(max=p.shape[-1] - 1)
 
 
-def reverse_step(p, xt, t, s, schedule=SCHEDULE):
+def draw_from(p, generator):
+    """One token per position from probabilities p (..., V), by inverse CDF on float64 uniforms:
+    with float32 a token rarer than ~6e-8 could never be drawn, a hidden truncation that
+    flatters perplexity (SPEC 6)."""
+    return inverse_cdf(p, torch.rand(p.shape[:-1] + (1,), generator=generator, dtype=torch.float64))
+
+
+@dataclass
+class Sampled:
+    """What a sampler returns. The trajectory, its time labels and the confidences are what an
+    animation or a heat map needs (tools/visualize.py): trajectory[j + 1] follows step j, taken with
+    confidence[j] (n, L), the top probability of the distribution drawn from at every position
+    still masked before the step (NaN at clean positions)."""
+    samples: torch.Tensor                            # (n, L) token ids, no MASK left
+    nfe: int = 0                                     # network evaluations (denoiser calls)
+    trajectory: list = field(default_factory=list)  # xt (n, L): the start, then one per step
+    times: list = field(default_factory=list)       # t of each trajectory entry (threshold: the masked share)
+    confidence: list = field(default_factory=list)  # one (n, L) float32 per step
+
+
+def schedule_alpha(t, schedule):
+    """alpha(t) of a Python float, as a float (alpha works on tensors)."""
+    return float(alpha(torch.tensor(t, dtype=torch.float64), schedule))
+
+
+def reverse_step(p, xt, t, s, schedule=SCHEDULE):  # changed: replaces the masked unmasking rule
     """q(x_s = y | xt, x0 ~ p) for every y: the true posterior, averaged over the denoiser's x0
     distribution p (n, L, K) float64; xt (n, L), s < t. -> (n, L, K) float64, rows sum to 1.
     q(x_s = y | xt, v) = q(xt | y) q_s(y | v) / q_t(xt | v), with q(xt | y) the step t|s, alpha_t / alpha_s."""
     K = p.shape[-1]
-    a_t, a_s = (float(alpha(torch.tensor(v, dtype=torch.float64), schedule)) for v in (t, s))
+    a_t, a_s = schedule_alpha(t, schedule), schedule_alpha(s, schedule)
     is_xt = F.one_hot(xt, K).double()  # (n, L, K)
     w = p / (a_t * is_xt + (1 - a_t) / K)  # p_v / q_t(xt | v)
     forward_step = (a_t / a_s) * is_xt + (1 - a_t / a_s) / K  # q(xt | x_s = y)
@@ -166,19 +292,22 @@ def reverse_step(p, xt, t, s, schedule=SCHEDULE):
 
 
 @torch.no_grad()
-def sample_ancestral(denoise, n, L, n_tokens, generator, steps, temperature=1.0, schedule=SCHEDULE, device="cpu"):
+def sample_ancestral(denoise, n, L, n_tokens, generator, steps, temperature=1.0, schedule=SCHEDULE,  # changed
+                     **options):
     """Reverse process from uniform noise on a uniform time grid 1 -> 0. Each step calls the
-    denoiser once and redraws every position from reverse_step; at s = 0 that is p itself.
-    Positions are drawn independently given xt: exact for the exact denoiser as steps grow.
-    -> samples (n, L) and the trajectory [x_1, ..., x_0] (host)."""
+    denoiser, denoise(xt, t) -> logits, once and redraws every position from reverse_step; at s = 0
+    that is p itself. Positions are drawn independently given xt: exact for the exact denoiser as
+    steps grow. The trajectory holds x_1, ..., x_0 (host)."""
     if steps < 1:
         raise ValueError(f"the ancestral sampler needs at least 1 step, not {steps}.")
     xt = torch.randint(n_tokens, (n, L), generator=generator)  # the prior, on the host
-    trajectory = [xt]
+    out = Sampled(xt, trajectory=[xt], times=[1.0])
     times = np.linspace(1, 0, steps + 1).tolist()
     for t, s in zip(times[:-1], times[1:]):
-        logits = denoise(xt.to(device), torch.full((n,), t, device=device))
-        p = torch.softmax(logits.cpu().double() / temperature, dim=-1)  # (n, L, K), host float64
+        p = probabilities(denoise(xt, torch.full((n,), t)), temperature)  # (n, L, K), host float64
+        out.nfe += 1
         xt = draw_from(reverse_step(p, xt, t, s, schedule), generator)
-        trajectory.append(xt)
-    return xt.to(device), trajectory
+        out.trajectory.append(xt)
+        out.times.append(s)
+    out.samples = xt
+    return out
