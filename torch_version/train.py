@@ -66,7 +66,7 @@ PROCESSES = {"masked": diffusion, "uniform": uniform, "gaussian": gaussian}
 # heads were within about 0.02 nats/char of each other after the same names), so the narrowest one,
 # which sees the most names in 5 minutes, ends best. On a CPU a small model's cost is the many
 # small operations of each step: torch.compile fuses them (1.8x here), and a large batch with a
-# large learning rate keeps both cores busy. Measured with bench/names.py; see the README.
+# large learning rate keeps both cores busy. Measured with bench/names.py; see docs/results.md.
 N_LAYER = 4            # transformer blocks
 N_HEAD = 4             # attention heads (8 dimensions each)
 N_EMBD = 32            # residual stream width: 52k parameters
@@ -101,7 +101,7 @@ SHAKESPEARE = dict(
 # (lr 1e-3), so Muon, and 4,000 steps of 32 windows to fill the minutes. Width, at those 2,000
 # steps: 64 -> 2.095, 128 -> 2.089, 192 -> 2.118, so 128; 64 costs about half as much per step and
 # may do better at equal wall time (not measured yet). The k-form loss integrates time out, so
-# there is no noise schedule to choose. Measured with bench/shakespeare.py --size small; see the README.
+# there is no noise schedule to choose. Measured with bench/shakespeare.py --size small; see docs/shakespeare.md.
 SHAKESPEARE_SMALL = dict(
     n_layer=4, n_head=4, n_embd=128,   # about 0.8M parameters
     block_size=64,                     # characters per window (and per held-out window)

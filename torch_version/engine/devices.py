@@ -2,8 +2,8 @@
 
 What it teaches: moving a model to a GPU is one line; keeping a run correct, reproducible and
 fast there is a policy. Every script of this tier (train, sample, evaluate, visualize, the
-benchmarks, lesson 03) takes its device and precision from here, and the README's "Devices"
-section says the same in prose.
+benchmarks, lesson 03) takes its device and precision from here, and docs/devices.md says the
+same in prose.
 
 - Default device: names train on the CPU (a 52k-parameter model, whose README figures repeat
   bit for bit there); anything larger takes the best accelerator found: CUDA, then Apple's MPS,

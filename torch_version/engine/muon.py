@@ -19,7 +19,7 @@ AdamW update (0.2 * sqrt(larger side of the matrix), the rule of Moonshot's "Muo
 for LLM training"), so AdamW's learning rate and weight decay carry over. On names it lowers
 the denoiser's held-out NELBO from 2.110 to 2.070 nats/char after the same 3,500 steps, for
 about 7% more time per step on a CPU (bench/names.py with and without --optimizer adamw; see
-the README). tests/test_torch_train.py checks both rules against torch.optim.Muon and
+docs/results.md). tests/test_torch_train.py checks both rules against torch.optim.Muon and
 torch.optim.AdamW.
 
 Changes from pure: pure trains with Adam written out by hand in NumPy; here both rules are
