@@ -72,7 +72,7 @@ def test_the_pretend_device_refuses_float64_and_host_data_indexed_by_device_indi
 # ---------------------------------------------------------------- every entry point on the pretend device
 @pytest.mark.parametrize("extra", [["--both"], ["--objective", "time", "--schedule", "cosine"],
                                    ["--optimizer", "adamw", "--ema", "0.9", "--dropout", "0.1"],
-                                   ["--noise", "uniform"], ["--noise", "gaussian"]])
+                                   ["--noise", "uniform"], ["--noise", "gaussian"], ["--block", "2"]])
 def test_training_keeps_data_model_and_draws_on_the_device_and_makes_no_float64_there(items, extra, tmp_path):
     for kind in ("names", "prose"):
         with pretend_accelerator() as device:
@@ -120,6 +120,36 @@ def test_sample_py_samples_on_the_device(trained, args, capsys):
     with pretend_accelerator() as device:
         sample.main(["--ckpt", str(ckpt), "--samples", "3", "--device", device] + args)
     assert "network evaluations" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def trained_block(items, tmp_path_factory):
+    """Tiny block-diffusion checkpoints (blocks of 2), names and prose, trained on the host."""
+    out = {}
+    for kind in ("names", "prose"):
+        folder = tmp_path_factory.mktemp(f"block_{kind}")
+        T.main(["--dataset", str(items[kind]), "--block", "2", "--both", "--max-iters", "2", "--eval-interval", "2",
+                "--device", "cpu", "--out", str(folder)] + TINY)
+        out[kind] = folder / "ckpt_block2.pt"  # and its AR twin, ckpt_ar.pt beside it
+    return out
+
+
+@pytest.mark.parametrize("args", [[], ["--sampler", "confidence", "--steps", "2"], ["--sampler", "threshold"],
+                                  ["--infill", "a__b"], ["--infill", "a_b", "--infill-lengths", "0-2"], ["--prompt", "ab"]])
+def test_sample_py_samples_a_block_model_with_its_kv_cache_on_the_device(trained_block, args, capsys):
+    with pretend_accelerator() as device:
+        sample.main(["--ckpt", str(trained_block["names"]), "--samples", "3", "--device", device] + args)
+        sample.main(["--ckpt", str(trained_block["prose"]), "--chars", "40", "--device", device])
+    assert capsys.readouterr().out.count("network evaluations") == 2
+
+
+def test_block_models_evaluate_and_film_on_the_device(trained_block, tmp_path):
+    with pretend_accelerator() as device:
+        evaluate.main([str(trained_block["names"]), "--samples", "4", "--grid", "ancestral:2", "confidence:2",
+                       "threshold:0.5", "--out", str(tmp_path), "--device", device])
+        visualize.main(["--ckpt", str(trained_block["names"]), "--steps", "2", "--samples", "2",
+                        "--out", str(tmp_path / "b.gif"), "--device", device])
+    assert (tmp_path / "b.gif").stat().st_size > 0 and (tmp_path / "report.json").is_file()
 
 
 def test_sample_py_writes_text_and_the_ar_twin_continues_it_on_the_device(trained, capsys):

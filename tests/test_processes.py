@@ -16,9 +16,12 @@ import torch
 
 from torch_version import diffusion, train
 from torch_version.model import ModelConfig, Transformer
-from torch_version.processes import gaussian, uniform
+from torch_version.processes import block, gaussian, uniform
 
-PROCESSES = {"masked": diffusion, "uniform": uniform, "gaussian": gaussian}
+PROCESSES = {"masked": diffusion, "uniform": uniform, "gaussian": gaussian, "block": block}
+OPTIONS = {"masked": dict(objective="k", schedule="linear"), "uniform": dict(schedule="linear"), "gaussian": {},
+           "block": dict(block=4)}  # a setting of each process's OPTIONS
+RENAMED = {"block": {"sample_within": "sample_ancestral"}}  # a copy under another name: what it is a copy of
 # name -> the positional arguments every process takes, in order (K: the number of real tokens,
 # which diffusion.py calls mask_id: MASK is the last id)
 INTERFACE = {
@@ -70,9 +73,13 @@ def definitions(module):
     return found
 
 
-@pytest.mark.parametrize("name", ["uniform", "gaussian"])
+@pytest.mark.parametrize("name", ["uniform", "gaussian", "block"])
 def test_what_a_process_file_shares_with_diffusion_py_is_an_identical_copy(name):
     ours, base = definitions(PROCESSES[name]), definitions(diffusion)
+    for copy, original in RENAMED.get(name, {}).items():  # compared with the original, its name put back
+        text, first_line = ours.pop(copy)
+        ours[original] = (text.replace(f"def {copy}(", f"def {original}(").replace(" " * (len(copy) - len(original)) + "top_k", "top_k"),
+                          first_line)
     shared = sorted(set(ours) & set(base) - {"OPTIONS"})  # OPTIONS is each process's own by definition
     assert {"build_vocab", "encode", "decode", "per_char", "model_args", "batch_loss"} <= set(shared)
     for key in shared:
@@ -84,7 +91,7 @@ def test_what_a_process_file_shares_with_diffusion_py_is_an_identical_copy(name)
 def test_a_marked_change_is_a_real_change():
     """`# changed` on a copy that is in fact identical would hide the next real drift."""
     unmarked = lambda text: re.sub(r"  # changed.*", "", text)  # noqa: E731
-    for name in ["uniform", "gaussian"]:
+    for name in ["uniform", "gaussian", "block"]:
         ours, base = definitions(PROCESSES[name]), definitions(diffusion)
         for key in sorted(set(ours) & set(base) - {"OPTIONS"}):
             text, first_line = ours[key]
@@ -106,7 +113,7 @@ def test_a_batch_loss_over_row_slices_adds_up_to_the_whole_batchs(name):
     the slices' losses, weighted by their share of the rows, add up to the whole batch's loss.
     That is what gradient accumulation and several processes (train.py) rely on."""
     process, K, L = PROCESSES[name], 9, 8
-    options = {"masked": dict(objective="k", schedule="linear"), "uniform": dict(schedule="linear"), "gaussian": {}}[name]
+    options = OPTIONS[name]
     torch.manual_seed(0)
     model = Transformer(ModelConfig(**process.model_args(K, **options), n_out=K, block_size=L, n_layer=1, n_head=2,
                                     n_embd=16))
@@ -123,7 +130,7 @@ def test_a_batch_loss_over_row_slices_adds_up_to_the_whole_batchs(name):
 @pytest.mark.parametrize("name", sorted(PROCESSES))
 def test_each_process_estimates_and_samples_through_the_same_calls(name):
     process, K, L = PROCESSES[name], 9, 8
-    options = {"masked": dict(objective="k", schedule="linear"), "uniform": dict(schedule="linear"), "gaussian": {}}[name]
+    options = OPTIONS[name]
     torch.manual_seed(0)
     model = Transformer(ModelConfig(**process.model_args(K, **options), n_out=K, block_size=L, n_layer=1, n_head=2,
                                     n_embd=16)).eval()
@@ -132,5 +139,5 @@ def test_each_process_estimates_and_samples_through_the_same_calls(name):
         nelbo = process.estimate_nelbo(x0, model, K, torch.Generator().manual_seed(2), 2, False, 64, **options)
         out = process.sample_ancestral(model, 3, L, K, torch.Generator().manual_seed(3), 4, **options)
     assert nelbo.shape == (5,) and nelbo.dtype == torch.float64 and (nelbo > 0).all()
-    assert out.samples.shape == (3, L) and int(out.samples.max()) < K and 1 <= out.nfe <= 4
-    assert len(out.trajectory) == len(out.times) == 5
+    assert out.samples.shape == (3, L) and int(out.samples.max()) < K and out.nfe >= 1
+    assert len(out.trajectory) == len(out.times) >= 5  # the start, then a state per step (per step of a block)

@@ -49,3 +49,32 @@ def product_of_marginals():
 def counts_of(samples, strings):
     """How often each row of `strings` occurs among `samples` (both (N, L) int arrays)."""
     return np.array([(samples == s).all(1).sum() for s in strings])
+
+
+# ---------------------------------------------------------------- block diffusion (processes/block.py)
+# A second toy of length 4, so that blocks of 2 (neither AR nor masked) exist. Same tokens and MASK.
+STRINGS4 = np.array([[0, 0, 1, 2], [0, 1, 2, 0], [2, 1, 0, 0], [1, 1, 1, 2], [0, 0, 2, 1]])
+Q4 = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
+
+
+def marginals_given(visible, strings, q):
+    """p(x0_l = v | the clean positions of `visible` (B, L), MASK elsewhere) under q on `strings`:
+    (B, L, N_TOKENS). Off the support, q itself."""
+    agrees = ((visible[:, None, :] == MASK_ID) | (visible[:, None, :] == strings[None])).all(-1)  # (B, S)
+    posterior = np.where(agrees.any(1, keepdims=True), agrees * q, q)
+    posterior = posterior / posterior.sum(1, keepdims=True)
+    one_hot = np.eye(N_TOKENS)[strings].reshape(len(strings), -1)
+    return (posterior @ one_hot).reshape(len(visible), strings.shape[1], N_TOKENS)
+
+
+def block_oracle_log_probs(xt, x0, block, strings=STRINGS4, q=Q4):
+    """What a perfect block-diffusion denoiser outputs for [xt, x0] (B, L) each: at a position of
+    block j, log p(x0_l | the clean blocks before j, block j of xt). (B, L, N_TOKENS)."""
+    xt, x0 = np.asarray(xt), np.asarray(x0)
+    of_block = np.arange(xt.shape[1]) // block
+    out = np.empty(xt.shape + (N_TOKENS,))
+    for j in range(xt.shape[1] // block):
+        visible = np.where(of_block < j, x0, np.where(of_block == j, xt, MASK_ID))
+        out[:, of_block == j] = marginals_given(visible, strings, q)[:, of_block == j]
+    with np.errstate(divide="ignore"):
+        return np.log(out)

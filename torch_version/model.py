@@ -1,8 +1,11 @@
-"""The transformer of the torch tier: one backbone, two uses.
+"""The transformer of the torch tier: one backbone, three uses.
 
 What it teaches: the denoiser of masked diffusion is an ordinary transformer whose
 attention sees the whole sequence (no causal mask). Flip one flag, `causal=True`, and
 the same backbone is the autoregressive (AR) twin that diffusion is measured against.
+Between the two, `block_len=b` makes it a block-diffusion denoiser (processes/block.py):
+it reads the noisy sequence and the clean one side by side, and attention is cut in blocks
+of b positions, so that a noisy block sees itself and the clean blocks before it.
 
     from torch_version.model import ModelConfig, Transformer
     model = Transformer(ModelConfig(vocab_size=28, n_out=27, block_size=16))
@@ -15,6 +18,10 @@ already seen are kept in a cache, so each new token costs one position, not the 
     logits = model(prefix, kv_cache=cache, start_pos=0)       # (B, P, n_out)
     logits = model(next_ids, kv_cache=cache, start_pos=P)     # (B, 1, n_out), same values
                                                               # as the uncached forward
+The block-diffusion denoiser uses the same cache for the clean blocks already written; a block
+passed with kv_cache sees the cache and itself (and a run of clean blocks, block-causally).
+
+    logits = model(xt, x0=x0)               # training and scoring: (B, T) noisy, (B, T) clean
 
 Changes from pure: the denoiser is a transformer written with torch (autograd, not
 hand-written backprop). Where pure's MLP reads the whole flattened name at once, here every
@@ -42,6 +49,7 @@ class ModelConfig:
     activation: str = "gelu"  # MLP nonlinearity: "gelu" or "relu2" (ReLU squared)
     time_input: bool = False  # the denoiser is also told t (uniform and Gaussian noise need it; MASK does not)
     vector_input: int = 0     # 0: the input is token ids; K > 0: a K-vector per position (Gaussian noise)
+    block_len: int = 0        # block diffusion: positions per block (0: off); see block_diffusion_mask
 
 
 ROPE_BASE = 10000.0    # rotary wavelengths run from 2 pi to about 2 pi * ROPE_BASE positions
@@ -74,6 +82,21 @@ def time_features(t):
     return torch.cat([angle.sin(), angle.cos()], dim=-1)
 
 
+def block_diffusion_mask(T, block_len, device=None):
+    """Who may attend to whom when a block-diffusion denoiser reads [xt, x0] (2T positions, the noisy
+    copy first): (2T, 2T) bool, True where query i may see key j. With blocks of block_len positions,
+    a noisy block sees itself and the clean blocks before it, never its own clean copy (that would
+    hand it the answer); a clean block sees the clean blocks up to its own, never any noise. So the
+    clean half is an AR model over blocks, and its keys are what a KV cache holds when sampling.
+        block_len = 1: the noisy half predicts each position from the clean ones before it (AR);
+        block_len = T: one block, no clean key is ever seen: the masked denoiser."""
+    block = torch.arange(T, device=device) // block_len
+    same, before = block[:, None] == block[None, :], block[:, None] > block[None, :]
+    noisy = torch.cat([same, before], dim=1)                        # (T, 2T): its own block of noise; earlier clean blocks
+    clean = torch.cat([torch.zeros_like(same), same | before], dim=1)  # (T, 2T): clean blocks up to its own
+    return torch.cat([noisy, clean], dim=0)
+
+
 # ---------------------------------------------------------------- the block
 class Attention(nn.Module):
     def __init__(self, config):
@@ -84,7 +107,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, rotary, kv_cache=None, layer=0, start_pos=0):
+    def forward(self, x, rotary, kv_cache=None, layer=0, start_pos=0, mask=None):
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).transpose(1, 3)  # (B, H, 3, T, hs)
         if rotary is not None:  # q and k turn together: one rotation of the (B, H, 2, T, hs) pair
@@ -92,13 +115,13 @@ class Attention(nn.Module):
             q, k, v = qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2]  # (B, H, T, hs) each
         else:
             q, k, v = qkv.unbind(2)
-        is_causal, mask = self.causal, None
+        is_causal = self.causal  # block diffusion brings its own mask (Transformer.forward)
         if kv_cache is not None:  # append this step's keys and values, attend to everything so far
             end = start_pos + T
             kv_cache.k[layer, :, :, start_pos:end] = k
             kv_cache.v[layer, :, :, start_pos:end] = v
             k, v = kv_cache.k[layer, :, :, :end], kv_cache.v[layer, :, :, :end]
-            if start_pos > 0:  # query i sits at position start_pos + i and sees keys up to there
+            if start_pos > 0 and self.causal:  # query i sits at position start_pos + i and sees keys up to there
                 is_causal = False
                 if T > 1:
                     mask = torch.arange(end, device=x.device)[None, :] <= start_pos + torch.arange(T, device=x.device)[:, None]
@@ -139,8 +162,8 @@ class Block(nn.Module):
         self.norm2 = nn.RMSNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x, rotary, kv_cache=None, layer=0, start_pos=0):
-        x = x + self.attn(self.norm1(x), rotary, kv_cache, layer, start_pos)
+    def forward(self, x, rotary, kv_cache=None, layer=0, start_pos=0, mask=None):
+        x = x + self.attn(self.norm1(x), rotary, kv_cache, layer, start_pos, mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -201,20 +224,31 @@ class Transformer(nn.Module):
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
 
-    def new_kv_cache(self, batch, device, dtype=torch.float32):
-        """An empty cache for incremental decoding of `batch` sequences (causal models only)."""
-        if not self.config.causal:
+    def new_kv_cache(self, batch, device=None, dtype=torch.float32):
+        """An empty cache for incremental decoding of `batch` sequences (the AR twin, and the clean
+        blocks of a block-diffusion denoiser), on `device` (default: the model's)."""
+        if not (self.config.causal or self.config.block_len):
             raise ValueError("a KV cache needs a causal model: the denoiser attends to positions not yet decoded.")
-        return KVCache(self.config, batch, device, dtype)
+        return KVCache(self.config, batch, device or self.head.weight.device, dtype)
 
-    def forward(self, idx, t=None, kv_cache=None, start_pos=0):
+    def forward(self, idx, t=None, kv_cache=None, start_pos=0, x0=None):
         B, T = idx.shape[:2]  # ids (B, T), or vectors (B, T, K)
         if start_pos + T > self.config.block_size:
             raise ValueError(f"sequence of {start_pos + T} tokens is longer than block_size {self.config.block_size}")
         if (t is not None) != self.config.time_input:
             raise ValueError("this model " + ("needs t: call it as model(xt, t=t)" if self.config.time_input
                                               else "has no time input; call it without t"))
-        pos = slice(start_pos, start_pos + T)
+        if x0 is not None and not (self.config.block_len and kv_cache is None and start_pos == 0):
+            raise ValueError("x0 (the clean copy) is read by a block-diffusion denoiser, without a KV cache")
+        pos, mask = slice(start_pos, start_pos + T), None
+        if self.config.block_len:  # block diffusion: which positions each query may see
+            if x0 is not None:  # the clean copy after the noisy one, at the same positions
+                idx, pos = torch.cat([idx, x0], dim=1), torch.arange(T, device=idx.device).repeat(2)
+                mask = block_diffusion_mask(T, self.config.block_len, idx.device)
+            else:  # a run of blocks after those in the cache (or the first ones)
+                keys = torch.arange(start_pos + T if kv_cache is not None else T, device=idx.device)
+                queries = torch.arange(start_pos, start_pos + T, device=idx.device) - (0 if kv_cache is not None else start_pos)
+                mask = keys[None, :] // self.config.block_len <= queries[:, None] // self.config.block_len
         x = self.wte(idx)  # (B, T, C)
         if t is not None:
             x = x + self.wtime(time_features(t))[:, None, :]  # the same time code at every position
@@ -223,5 +257,5 @@ class Transformer(nn.Module):
         rotary = (self.rope_cos[pos], self.rope_sin[pos]) if self.rope else None
         x = self.drop(x)
         for layer, block in enumerate(self.blocks):
-            x = block(x, rotary, kv_cache, layer, start_pos)
-        return self.head(self.norm_f(x)).float()  # (B, T, n_out); float even under bf16 autocast
+            x = block(x, rotary, kv_cache, layer, start_pos, mask)
+        return self.head(self.norm_f(x[:, :T])).float()  # (B, T, n_out): the noisy copy's; float even under bf16

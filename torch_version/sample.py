@@ -29,6 +29,7 @@ with a KV cache. Every draw is still an inverse CDF on float64 uniforms (SPEC 6)
 import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ from torch_version.engine import devices  # noqa: E402
 from torch_version.diffusion import (Sampled, decode, draw, draw_from, estimate_nelbo, probabilities,  # noqa: E402, F401
                                      sample_ancestral, schedule_alpha, top_confidence)
 from torch_version.engine.checkpoints import CheckpointError, load_checkpoint  # noqa: E402
+from torch_version.processes import block  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # committed weights-only copies (weights/README.md)
@@ -107,6 +109,35 @@ def sample_threshold(denoise, n, L, mask_id, generator, tau=TAU, temperature=1.0
 SAMPLERS = {"ancestral": sample_ancestral, "confidence": sample_confidence, "threshold": sample_threshold}
 
 
+# ---------------------------------------------------------------- block diffusion
+def blockwise(sampler, block_len):
+    """The sampler of a block-diffusion denoiser (processes/block.py): the sequence written block
+    by block, left to right, each block by `sampler` given the clean blocks before it, which the
+    denoiser keeps in its KV cache. Same arguments as the samplers above, so every path of this
+    file takes it, with `steps` counted per block; text of any length comes out of one call."""
+    def within(denoise, n, L, mask_id, generator, xt=None, **kw):
+        if sampler is sample_confidence:  # it unmasks at least one position per step
+            kw["steps"] = min(kw["steps"], int((xt == mask_id).sum(1).max()))
+        return sampler(denoise, n, L, mask_id, generator, xt=xt, **kw)
+
+    def sample(denoise, n, L, mask_id, generator, xt=None, **kw):
+        return block.sample_blocks(within, denoise, n, L, mask_id, generator, xt=xt, block=block_len, **kw)
+    sample.block_len = block_len  # sample_text: one call writes the whole text
+    return sample
+
+
+def samplers_for(model):
+    """SAMPLERS as `model` needs them: block by block for a block-diffusion denoiser."""
+    if not model.config.block_len:
+        return SAMPLERS
+    return {name: blockwise(sampler, model.config.block_len) for name, sampler in SAMPLERS.items()}
+
+
+def estimate_for(model):
+    """The held-out NELBO estimator of `model`'s process: diffusion.py's, or block diffusion's."""
+    return partial(block.estimate_nelbo, block=model.config.block_len) if model.config.block_len else estimate_nelbo
+
+
 # ---------------------------------------------------------------- prompts and infill
 def encode_prompt(text, stoi, mask_id, blank=None):
     """A prompt, or an infill template whose `blank` characters become MASK -> (len,) ids.
@@ -136,20 +167,21 @@ def gaps(ids, mask_id):
     return runs
 
 
-def fill_variable(denoise, template, lengths, n, L, mask_id, generator, sampler, pad_id=None, **kw):
+def fill_variable(denoise, template, lengths, n, L, mask_id, generator, sampler, pad_id=None, estimate=estimate_nelbo,
+                  **kw):
     """Variable-length infill (SPEC 6): the template's one gap becomes each length in `lengths`
     (0: no gap at all), n fills per length; every fill is scored by its NELBO per character of
-    the whole sequence (diffusion.estimate_nelbo), and each of the n rows keeps the length that
-    scored best.
+    the whole sequence (`estimate`: diffusion.estimate_nelbo, or the model's, estimate_for), and
+    each of the n rows keeps the length that scored best.
     Names (pad_id given): the template is a whole name, PADs fill the window of L; text: the
     sequence is the template itself, at most L characters.
     Returns (best fills: n rows of ids, their scores (n,), {length: (fills, scores)}, NFE)."""
     (start, end), = gaps(template, mask_id)
     calls = [0]
 
-    def counted(xt):  # the scoring passes are network evaluations too
+    def counted(xt, **kw):  # the scoring passes are network evaluations too
         calls[0] += 1
-        return denoise(xt)
+        return denoise(xt, **kw)
 
     tried = {}
     for g in lengths:
@@ -163,8 +195,9 @@ def fill_variable(denoise, template, lengths, n, L, mask_id, generator, sampler,
             samples = xt
         else:
             per_gap = dict(kw, steps=g) if kw.get("steps", 0) is None else kw  # steps=None: one per blank
-            samples = sampler(counted, n, xt.shape[1], mask_id, generator, xt=xt, **per_gap).samples
-        nelbo = estimate_nelbo(samples, counted, mask_id, generator, draws=NELBO_DRAWS)  # (n,) nats
+            result = sampler(denoise, n, xt.shape[1], mask_id, generator, xt=xt, **per_gap)
+            samples, calls[0] = result.samples, calls[0] + result.nfe
+        nelbo = estimate(samples, counted, mask_id, generator, draws=NELBO_DRAWS)  # (n,) nats
         n_chars = first_pad(samples, pad_id) + 1 if pad_id is not None else torch.full((n,), len(row))
         tried[g] = (samples, nelbo / n_chars)
     scores = torch.stack([per for _, per in tried.values()])  # (G, n)
@@ -186,9 +219,15 @@ def sample_text(denoise, sampler, n, n_chars, block_size, mask_id, generator, pr
     the end of the text so far, context + new block <= block_size. The first block fills the
     window; later blocks add block_chars (default half a window). `steps` are per block_chars
     characters; a block of another size gets proportionally many (at least 1).
-    Returns (ids (n, prompt + n_chars), total NFE, [(start of window, Sampled) per block])."""
-    block_chars = block_chars or block_size // 2
+    Returns (ids (n, prompt + n_chars), total NFE, [(start of window, Sampled) per block]).
+    A block-diffusion sampler (blockwise) writes text of any length itself: one call, `steps` per block."""
     text = torch.empty((n, 0), dtype=torch.long) if prompt is None else prompt.expand(n, -1).clone()
+    if getattr(sampler, "block_len", 0):
+        xt = torch.cat([text, torch.full((n, n_chars), mask_id)], dim=1)
+        result = sampler(denoise, n, xt.shape[1], mask_id, generator, xt=xt, **kw,
+                         **({} if steps is None else dict(steps=steps)))
+        return result.samples, result.nfe, [(0, result)]
+    block_chars = block_chars or block_size // 2
     made, nfe, blocks = 0, 0, []
     while made < n_chars:
         new = min(n_chars - made, block_size - min(text.shape[1], block_size - block_chars))
@@ -242,14 +281,29 @@ def generate_ar(model, prefix, n_new, generator, bos_id, temperature=1.0, top_k=
 
 
 # ---------------------------------------------------------------- putting it together
-def make_denoiser(model, device, dtype="float32"):
-    """The model as a sampler's denoiser: CPU ids (n, L) -> CPU float logits (n, L, V-1), run on
-    `device` in the precision `dtype` (devices.precision)."""
+class Denoiser:
+    """A model as a sampler's denoiser: host tensors in (ids (n, L), and t or x0 where the process
+    reads them), host float logits (n, L, V-1) out, run on `device` in the precision `dtype`
+    (devices.precision). Block diffusion's sampler also asks it for a KV cache and its window."""
+
+    def __init__(self, model, device, dtype="float32"):
+        self.model, self.device, self.dtype, self.config = model, device, dtype, model.config
+
     @torch.no_grad()
-    def denoise(xt):
-        with devices.autocast(device, dtype):
-            return model(xt.to(device)).float().cpu()
-    return denoise
+    def __call__(self, x, *args, **kwargs):
+        on_device = lambda v: v.to(self.device) if isinstance(v, torch.Tensor) else v  # noqa: E731
+        with devices.autocast(self.device, self.dtype):
+            logits = self.model(on_device(x), *map(on_device, args), **{k: on_device(v) for k, v in kwargs.items()})
+        return logits.float().cpu()
+
+    def new_kv_cache(self, n):
+        return self.model.new_kv_cache(n, self.device, devices.torch_dtype(self.dtype))
+
+
+def make_denoiser(model, device, dtype="float32"):
+    """The model as a sampler's denoiser (Denoiser): CPU ids (n, L) -> CPU float logits (n, L, V-1),
+    run on `device` in the precision `dtype` (devices.precision)."""
+    return Denoiser(model, device, dtype)
 
 
 def checkpoint_precision(ckpt, device):
@@ -351,100 +405,149 @@ def main(argv=None):
         sys.exit(f"error: {err}")
 
 
-def run(args, model, ckpt, lengths):
-    """Sample as the flags say and print the samples and their cost; ValueError on bad input."""
+def setting(args, model, ckpt):
+    """What every path of run() needs, read from the flags and the checkpoint; ValueError for a prompt
+    that does not fit."""
     itos, config = ckpt["itos"], ckpt["config"]
-    stoi = {c: i for i, c in enumerate(itos)}
     is_names = config.get("kind") == "names"
-    mask_id, pad_id = config.get("mask_id", len(itos) - 1), (config.get("pad_id", 0) if is_names else None)
-    block_size = model.config.block_size
-    n = args.samples or (NAMES if is_names else 1)
-    generator = torch.Generator().manual_seed(args.seed)
-    kw = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
-    limit = block_size - 1 if is_names else block_size  # a name keeps room for its end (PAD)
+    mask_id = config.get("mask_id", len(itos) - 1)
+    block_size, stoi = model.config.block_size, {c: i for i, c in enumerate(itos)}
     prompt = encode_prompt(args.prompt, stoi, mask_id)
+    limit = block_size - 1 if is_names else block_size  # a name keeps room for its end (PAD)
     if len(prompt) > limit:
         raise ValueError(f"the prompt has {len(prompt)} characters; the window holds {limit}.")
+    dtype = checkpoint_precision(ckpt, args.device)
+    return argparse.Namespace(
+        itos=itos, stoi=stoi, is_names=is_names, mask_id=mask_id,
+        pad_id=config.get("pad_id", 0) if is_names else None, bos_id=config.get("bos_id", mask_id),
+        block_size=block_size, limit=limit, prompt=prompt, dtype=dtype, n=args.samples or (NAMES if is_names else 1),
+        generator=torch.Generator().manual_seed(args.seed), schedule=config.get("schedule", "linear"),
+        kw=dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p),
+        denoise=make_denoiser(model, args.device, dtype), samplers=samplers_for(model),
+        estimate=estimate_for(model), block_len=model.config.block_len)
+
+
+def pick_sampler(args, job, masked):
+    """The sampler and its arguments. Steps default to one per masked position (per position of a
+    block, for block diffusion)."""
+    if args.sampler == "threshold":
+        return job.samplers["threshold"], dict(job.kw, tau=args.tau)
+    steps = args.steps or job.block_len or masked
+    return job.samplers[args.sampler], dict(job.kw, steps=steps, schedule=job.schedule)
+
+
+def run(args, model, ckpt, lengths):
+    """Sample as the flags say and print the samples and their cost; ValueError on bad input."""
+    job = setting(args, model, ckpt)
     if not args.quiet:
-        print(f"{'AR twin' if args.ar else 'diffusion model'}: {model.num_params():,} parameters, "
-              f"block size {block_size}, trained {ckpt['step']} steps; sampling on {args.device}")
+        kind = "AR twin" if args.ar else f"block diffusion (blocks of {job.block_len})" if job.block_len else "diffusion model"
+        print(f"{kind}: {model.num_params():,} parameters, block size {job.block_size}, trained {ckpt['step']} steps; "
+              f"sampling on {args.device}")
         if ckpt.get("weights_only_copy"):
             print("(the committed weights; torch_version/train.py trains your own, which are used from then on)")
-    dtype = checkpoint_precision(ckpt, args.device)
-    denoise = make_denoiser(model, args.device, dtype)
-
-    def pick_sampler(masked):  # the sampler and its arguments; steps default to one per position
-        if args.sampler == "threshold":
-            return sample_threshold, dict(kw, tau=args.tau)
-        return SAMPLERS[args.sampler], dict(kw, steps=args.steps or masked, schedule=config.get("schedule", "linear"))
-
-    start, result = time.time(), None
-    if args.ar:  # ---------------------------------------------------- the AR twin, one token per call
-        new = block_size - len(prompt) if is_names else args.chars
-        ids, nfe = generate_ar(model, prompt.expand(n, -1), new, generator, config.get("bos_id", mask_id), **kw,
-                               kv_cache=not args.no_kv_cache, stop_id=pad_id, device=args.device, dtype=dtype)
-        n_new = n * new
-    elif args.infill is not None:  # ------------------------------------------------ fill a template
-        blank = args.blank or itos[mask_id]
-        if len(blank) != 1:
-            raise ValueError(f"--blank must be one character, not {blank!r}.")
-        template = encode_prompt(args.infill, stoi, mask_id, blank)
-        if not (template == mask_id).any():
-            raise ValueError(f"the template {args.infill!r} has no blank ({blank!r}) to fill.")
-        if len(template) > limit:
-            raise ValueError(f"the template has {len(template)} characters; the window holds {limit}.")
-        if lengths:
-            if len(gaps(template, mask_id)) != 1:
-                raise ValueError("--infill-lengths needs a template with exactly one run of blanks.")
-            sampler, skw = pick_sampler(None)  # steps: --steps, or one per blank of each gap length
-            ids, scores, tried, nfe = fill_variable(denoise, template, lengths, n, block_size, mask_id, generator,
-                                                    sampler, pad_id, **skw)
-            if not args.quiet:
-                for g, (fills, per) in tried.items():
-                    print(f"gap of {g}: NELBO {per.mean():.3f} nats/char on average, e.g. "
-                          + " ".join(show(f, itos, is_names) for f in fills[:6]))
-            n_new = n * sum(lengths)
-        else:
-            xt = torch.full((n, block_size if is_names else len(template)), pad_id if is_names else mask_id)
-            xt[:, :len(template)] = template
-            sampler, skw = pick_sampler(int((template == mask_id).sum()))
-            result = sampler(denoise, n, xt.shape[1], mask_id, generator, xt=xt, **skw)
-            ids, nfe, n_new = result.samples, result.nfe, int((xt == mask_id).sum())
-    elif is_names:  # ----------------------------------------------------- names, maybe with a prefix
-        xt = torch.full((n, block_size), mask_id)
-        xt[:, :len(prompt)] = prompt
-        sampler, skw = pick_sampler(block_size - len(prompt))
-        result = sampler(denoise, n, block_size, mask_id, generator, xt=xt, **skw)
-        ids, nfe, n_new = result.samples, result.nfe, n * (block_size - len(prompt))
-    else:  # ---------------------------------------------------------------- long text, block by block
-        block_chars = args.block_chars or block_size // 2
-        if not 1 <= block_chars <= block_size:
-            raise ValueError(f"--block-chars must be between 1 and the block size {block_size}, not {block_chars}.")
-        sampler, skw = pick_sampler(block_chars)
-        if args.sampler == "confidence" and skw["steps"] > block_chars:
-            raise ValueError(f"the confidence sampler unmasks at least one position per step, so --steps must be "
-                             f"between 1 and the {block_chars} characters of a block, not {skw['steps']}.")
-        ids, nfe, _ = sample_text(denoise, sampler, n, args.chars, block_size, mask_id, generator,
-                                  prompt=prompt if len(prompt) else None, block_chars=block_chars, **skw)
-        n_new = n * args.chars
+    start, scores = time.time(), None
+    if args.ar:
+        ids, nfe, n_new, result = run_ar(args, model, job)
+    elif args.infill is not None and lengths:
+        ids, nfe, n_new, result, scores = run_variable_infill(args, job, lengths)
+    elif args.infill is not None:
+        ids, nfe, n_new, result = run_infill(args, job)
+    elif job.is_names:
+        ids, nfe, n_new, result = run_names(args, job)
+    else:
+        ids, nfe, n_new, result = run_text(args, job)
+    print_samples(args, job, ids, result, scores)
     seconds = time.time() - start
+    print(f"{nfe} network evaluations, {n_new:,} characters in {seconds:.2f} s "
+          f"({n_new / max(seconds, 1e-9):,.0f} characters/s)")
 
-    texts = [show(row, itos, is_names) for row in ids]
-    if lengths:  # each fill with its NELBO per character, the score that chose its gap length
+
+def run_ar(args, model, job):
+    """The AR twin, one token per network call."""
+    new = job.block_size - len(job.prompt) if job.is_names else args.chars
+    ids, nfe = generate_ar(model, job.prompt.expand(job.n, -1), new, job.generator, job.bos_id, **job.kw,
+                           kv_cache=not args.no_kv_cache, stop_id=job.pad_id, device=args.device, dtype=job.dtype)
+    return ids, nfe, job.n * new, None
+
+
+def template_of(args, job):
+    """The --infill template as ids, its blanks MASK; ValueError when it cannot be one."""
+    blank = args.blank or job.itos[job.mask_id]
+    if len(blank) != 1:
+        raise ValueError(f"--blank must be one character, not {blank!r}.")
+    template = encode_prompt(args.infill, job.stoi, job.mask_id, blank)
+    if not (template == job.mask_id).any():
+        raise ValueError(f"the template {args.infill!r} has no blank ({blank!r}) to fill.")
+    if len(template) > job.limit:
+        raise ValueError(f"the template has {len(template)} characters; the window holds {job.limit}.")
+    return template
+
+
+def run_infill(args, job):
+    """Fill the template's blanks (a block-diffusion model sees the blocks before a blank, not after)."""
+    template = template_of(args, job)
+    xt = torch.full((job.n, job.block_size if job.is_names else len(template)), job.pad_id if job.is_names else job.mask_id)
+    xt[:, :len(template)] = template
+    sampler, skw = pick_sampler(args, job, int((template == job.mask_id).sum()))
+    result = sampler(job.denoise, job.n, xt.shape[1], job.mask_id, job.generator, xt=xt, **skw)
+    return result.samples, result.nfe, int((xt == job.mask_id).sum()), result
+
+
+def run_variable_infill(args, job, lengths):
+    """Try every gap length, keep the best NELBO per character (fill_variable)."""
+    template = template_of(args, job)
+    if len(gaps(template, job.mask_id)) != 1:
+        raise ValueError("--infill-lengths needs a template with exactly one run of blanks.")
+    sampler, skw = pick_sampler(args, job, None)  # steps: --steps, or one per blank of each gap length (None)
+    ids, scores, tried, nfe = fill_variable(job.denoise, template, lengths, job.n, job.block_size, job.mask_id,
+                                            job.generator, sampler, job.pad_id, job.estimate, **skw)
+    if not args.quiet:
+        for g, (fills, per) in tried.items():
+            print(f"gap of {g}: NELBO {per.mean():.3f} nats/char on average, e.g. "
+                  + " ".join(show(f, job.itos, job.is_names) for f in fills[:6]))
+    return ids, nfe, job.n * sum(lengths), None, scores
+
+
+def run_names(args, job):
+    """Names, maybe starting with a prompt."""
+    xt = torch.full((job.n, job.block_size), job.mask_id)
+    xt[:, :len(job.prompt)] = job.prompt
+    sampler, skw = pick_sampler(args, job, job.block_size - len(job.prompt))
+    result = sampler(job.denoise, job.n, job.block_size, job.mask_id, job.generator, xt=xt, **skw)
+    return result.samples, result.nfe, job.n * (job.block_size - len(job.prompt)), result
+
+
+def run_text(args, job):
+    """Long text: window by window for the masked model, block by block for block diffusion."""
+    block_chars = args.block_chars or job.block_size // 2
+    if not 1 <= block_chars <= job.block_size:
+        raise ValueError(f"--block-chars must be between 1 and the block size {job.block_size}, not {block_chars}.")
+    sampler, skw = pick_sampler(args, job, block_chars)
+    per = job.block_len or block_chars  # the positions a step count is for
+    if args.sampler == "confidence" and skw["steps"] > per:
+        raise ValueError(f"the confidence sampler unmasks at least one position per step, so --steps must be "
+                         f"between 1 and the {per} characters of a block, not {skw['steps']}.")
+    ids, nfe, _ = sample_text(job.denoise, sampler, job.n, args.chars, job.block_size, job.mask_id, job.generator,
+                              prompt=job.prompt if len(job.prompt) else None, block_chars=block_chars, **skw)
+    return ids, nfe, job.n * args.chars, None
+
+
+def print_samples(args, job, ids, result, scores):
+    """The samples (names on one line, texts one after another), and a name's trajectory."""
+    texts = [show(row, job.itos, job.is_names) for row in ids]
+    if scores is not None:  # each fill with its NELBO per character, the score that chose its gap length
         texts = [f"{text} ({score:.3f})" for text, score in zip(texts, scores.tolist())]
-    if is_names:
+    if job.is_names:
         print("samples:", " ".join(texts))
         if any(text.split(" (")[0].endswith("*") for text in texts):
-            print(f"(* invalid: the name ends ('{itos[0]}', PAD) before its last letter, or has no letter)")
+            print(f"(* invalid: the name ends ('{job.itos[0]}', PAD) before its last letter, or has no letter)")
     else:
         for i, text in enumerate(texts):
             print(f"---------------- sample {i + 1}\n{text}")
-    if is_names and result is not None and not args.quiet:
-        print(f"denoising trajectory of the first sample ('{itos[-1]}' is MASK, '{itos[0]}' is PAD):")
+    if job.is_names and result is not None and not args.quiet:
+        print(f"denoising trajectory of the first sample ('{job.itos[-1]}' is MASK, '{job.itos[0]}' is PAD):")
         for t, xt in zip(result.times, result.trajectory):
-            print(f"t={t:.2f} {decode(xt[0], itos)}")
-    print(f"{nfe} network evaluations, {n_new:,} characters in {seconds:.2f} s "
-          f"({n_new / max(seconds, 1e-9):,.0f} characters/s)")
+            print(f"t={t:.2f} {decode(xt[0], job.itos)}")
 
 
 def show(ids, itos, is_names):

@@ -55,12 +55,13 @@ from torch_version.engine import devices  # noqa: E402
 from torch_version.engine.checkpoints import CheckpointError, CheckpointWriter, read_checkpoint  # noqa: E402
 from torch_version.engine.muon import MuonAdamW  # noqa: E402
 from torch_version.model import ModelConfig, Transformer  # noqa: E402
-from torch_version.processes import gaussian, uniform  # noqa: E402
+from torch_version.processes import block, gaussian, uniform  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "out"  # checkpoints go to out/<dataset>/
-# The forward processes (--noise): each file has diffusion.py's interface (OPTIONS, model_args,
-# corrupt_batch, batch_loss, estimate_nelbo, sample_ancestral), so the loop below never asks which.
-PROCESSES = {"masked": diffusion, "uniform": uniform, "gaussian": gaussian}
+# The processes (--noise, and --block for block diffusion): each file has diffusion.py's interface
+# (OPTIONS, model_args, corrupt_batch, batch_loss, estimate_nelbo, sample_ancestral), so the loop
+# below never asks which.
+PROCESSES = {"masked": diffusion, "uniform": uniform, "gaussian": gaussian, "block": block}
 # names (the default): sized for about 5 minutes on a 2-core CPU. The transformer learns at
 # about the same pace per training name whatever its width (widths 32, 64 and 128 and 4 or 8
 # heads were within about 0.02 nats/char of each other after the same names), so the narrowest one,
@@ -186,8 +187,13 @@ def get_batch(data, batch_size, generator):
 def process_of(args, ar=False):
     """The process file a run trains (the AR twin is scored like the masked model) and its settings:
     the flags it reads (its OPTIONS), as keyword arguments for every function of its interface."""
-    process = diffusion if ar else PROCESSES[args.noise]
+    process = diffusion if ar else PROCESSES[process_name(args)]
     return process, {name: getattr(args, name) for name in process.OPTIONS}
+
+
+def process_name(args):
+    """The key of PROCESSES that the flags name: --block B is block diffusion, else --noise."""
+    return "block" if args.block else args.noise
 
 
 def ar_loss(model, x0, bos_id, pad_id):
@@ -313,7 +319,7 @@ class TrainingError(Exception):
 # it was: the model's, the data's, and these (flag for each key of the checkpoint's config).
 RESUME_MAY_CHANGE = ("--max-iters, --eval-interval, --eval-at, --eval-draws, --eval-full, --final-draws, --samples, "
                      "--compile, --threads, --quiet")
-FIXED_ON_RESUME = dict(noise="--noise", objective="--objective", schedule="--schedule", batch_size="--batch-size",
+FIXED_ON_RESUME = dict(noise="--noise", block="--block", objective="--objective", schedule="--schedule", batch_size="--batch-size",
                        optimizer="--optimizer", lr="--lr", weight_decay="--weight-decay", ema="--ema",
                        seed="--seed", dtype="--dtype", deterministic="--deterministic")
 
@@ -343,9 +349,10 @@ def check_resumable(path, ckpt, config, itos, train_config):
 
 
 def checkpoint_path(args, ar):
-    """out/<dataset>/ckpt.pt, ckpt_ar.pt for the AR twin, ckpt_<noise>.pt for uniform or Gaussian noise."""
-    name = "ckpt_ar.pt" if ar else "ckpt.pt" if args.noise == "masked" else f"ckpt_{args.noise}.pt"
-    return Path(args.out) / name
+    """out/<dataset>/ckpt.pt, ckpt_ar.pt for the AR twin, ckpt_<noise>.pt for uniform or Gaussian noise,
+    ckpt_block<B>.pt for block diffusion with blocks of B."""
+    name = "ckpt_ar.pt" if ar else "ckpt.pt" if process_name(args) == "masked" else f"ckpt_{args.noise}.pt"
+    return Path(args.out) / (f"ckpt_block{args.block}.pt" if args.block and not ar else name)
 
 
 @dataclass
@@ -373,7 +380,7 @@ def run_config(args, data, ar):
     and sample.py read back."""
     mask_id = len(data["itos"]) - 1
     return dict(dataset=args.dataset, kind=data["kind"], ar=ar, noise="masked" if ar else args.noise,
-                objective=args.objective, schedule=args.schedule, batch_size=args.batch_size,
+                block=0 if ar else args.block, objective=args.objective, schedule=args.schedule, batch_size=args.batch_size,
                 optimizer=args.optimizer, lr=args.lr, max_iters=args.max_iters, weight_decay=args.weight_decay,
                 seed=args.seed, mask_id=mask_id, pad_id=0 if data["kind"] == "names" else None,
                 bos_id=mask_id,  # the AR twin's start token is MASK (diffusion.ar_inputs)
@@ -390,7 +397,8 @@ def start_run(args, data, ar, say):
     # of single batches (large in diffusion, where each name gets one random mask), and it is
     # the model that gets evaluated, saved and sampled.
     ema = copy.deepcopy(model).eval().requires_grad_(False) if args.ema else None
-    name = "AR twin" if ar else "diffusion" if args.noise == "masked" else f"{args.noise} diffusion"
+    name = ("AR twin" if ar else f"block diffusion (blocks of {args.block})" if args.block
+            else "diffusion" if args.noise == "masked" else f"{args.noise} diffusion")
     run = Run(name, checkpoint_path(args, ar), model, ema, optimizer, torch.Generator().manual_seed(args.seed),
               run_config(args, data, ar))
     resume = args.resume
@@ -522,6 +530,8 @@ def estimate_label(data, args, ar, final, noise="masked"):
     if noise != "masked":
         return f"{data['block_size']} stratified times per sequence, {draws} draw{plural}"
     form = "one-pass L/k form" if data["kind"] == "text" else "full discrete form"
+    if args.block:
+        form = f"{'one-pass b/k form' if data['kind'] == 'text' else 'full discrete form'} of each block of {args.block}"
     return f"{form}, {draws} mask draw{plural}"
 
 
@@ -546,12 +556,8 @@ LEGENDS = {"masked": "'{mask}' is MASK", "uniform": "every letter may still be n
 def sample_process(model, process, options, n, L, generator, device, precision, steps):
     """n samples (n, L) from a trained denoiser by its process's ancestral sampler, and the trajectory
     as ids (n, L) per step (Gaussian noise: the nearest letter of each z, its argmax) with its times."""
-    @torch.no_grad()
-    def denoise(x, *t):  # host tensors in, host float logits out; run on the device in the training precision
-        with devices.autocast(device, precision):
-            return model(x.to(device), *(v.to(device) for v in t)).float().cpu()
-
-    model.eval()
+    from torch_version.sample import make_denoiser  # sample.py never imports train.py
+    denoise = make_denoiser(model.eval(), device, precision)  # host tensors in and out, run on the device
     out = process.sample_ancestral(denoise, n, L, model.config.n_out, generator, steps, **options)
     trajectory = [x.argmax(-1) if x.dim() == 3 else x for x in out.trajectory[:-1]] + [out.samples]
     return out.samples, trajectory, out.times
@@ -569,7 +575,7 @@ def print_samples(result, data, args):
     itos, L = data["itos"], data["block_size"]
     process, options = process_of(args)
     n = args.samples if data["kind"] == "names" else 1
-    steps = L if process is diffusion else NOISE_SAMPLE_STEPS  # masks: one step per position
+    steps = {"masked": L, "block": args.block}.get(process_name(args), NOISE_SAMPLE_STEPS)  # masks: a step per position
     samples, trajectory, times = sample_process(result["model"], process, options, n, L,
                                                 torch.Generator().manual_seed(args.seed), args.device,
                                                 args.precision, steps)
@@ -617,10 +623,13 @@ def parse_args(argv=None):
     parser.add_argument("--positions", choices=["rope", "learned", "both"], default="both",
                         help="rotary (relative), learned (absolute) or both")
     parser.add_argument("--activation", choices=["gelu", "relu2"], default="gelu", help="MLP nonlinearity")
-    parser.add_argument("--noise", choices=list(PROCESSES), default="masked",
+    parser.add_argument("--noise", choices=["masked", "uniform", "gaussian"], default="masked",
                         help="the forward process: MASK tokens (the default, diffusion.py), random letters "
-                        "(uniform.py) or Gaussian noise on one-hot embeddings (gaussian.py); each trains and is "
-                        "scored on its own NELBO, and the AR twin is the same for all three")
+                        "(processes/uniform.py) or Gaussian noise on one-hot embeddings (processes/gaussian.py); "
+                        "each trains and is scored on its own NELBO, and the AR twin is the same for all three")
+    parser.add_argument("--block", type=cli.count(0, 65536), default=0,
+                        help="block diffusion (processes/block.py) with blocks of this many characters, a divisor "
+                        "of the window: 1 is the AR twin's factorisation, the window the masked model's (0: off)")
     parser.add_argument("--objective", choices=["k", "time"], default="k",
                         help="masked noise: train on the k-masked form of the NELBO (k) or the continuous-time form (time)")
     parser.add_argument("--schedule", choices=["linear", "cosine"], default=diffusion.SCHEDULE,
@@ -675,6 +684,8 @@ def parse_args(argv=None):
         parser.error("--n-embd must be a multiple of --n-head, with an even size per head (rotary positions)")
     if args.ar and args.both:
         parser.error("--both already trains the AR twin; drop --ar")
+    if args.block and (args.noise != "masked" or args.objective != "k"):
+        parser.error("--block is masked diffusion cut into blocks, trained on the k-masked form: drop --noise and --objective")
     if args.out is None:
         args.out = str(OUT_DIR / (Path(args.dataset).stem + ("_small" if args.size == "small" else "")))
     return args
@@ -693,6 +704,9 @@ def main(argv=None):
         sys.exit(f"error: {err}")
     if args.eval_full and data["kind"] != "names":
         sys.exit("error: --eval-full is for lists of names: a text window's full discrete form costs a pass per character.")
+    if args.block and data["block_size"] % args.block:
+        sys.exit(f"error: --block {args.block} does not divide the window of {data['block_size']} characters into "
+                 f"whole blocks; pick a divisor of {data['block_size']}.")
     say = (lambda *a: None) if args.quiet else print
     itos = data["itos"]
     if data["kind"] == "names":

@@ -34,8 +34,8 @@ from common.files import atomic_write, output_problem  # noqa: E402
 from torch_version.engine import devices  # noqa: E402
 from torch_version.diffusion import ar_inputs, encode, host_nll  # noqa: E402
 from torch_version.engine.checkpoints import CheckpointError, load_checkpoint  # noqa: E402
-from torch_version.sample import (checkpoint_precision, generate_ar, make_denoiser,  # noqa: E402
-                                  sample_ancestral, sample_confidence, sample_text, sample_threshold)
+from torch_version.sample import (SAMPLERS, checkpoint_precision, generate_ar, make_denoiser,  # noqa: E402
+                                  sample_text, samplers_for)
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "out"
 CHARS = 2000                      # characters per sample, as the figure asks
@@ -73,23 +73,25 @@ def unigram_entropy(ids, vocab_size):
 
 
 # ---------------------------------------------------------------- the settings
-def settings(args):
-    """(label, sampler name, its parameter as text, sampler, keyword arguments) for every diffusion setting."""
+def settings(args, samplers=SAMPLERS):
+    """(label, sampler name, its parameter as text, sampler, keyword arguments) for every diffusion
+    setting. samplers: sample.samplers_for(the model), block by block for block diffusion."""
     kw = dict(temperature=args.temperature)
     out = []
     for steps in args.steps:
-        out.append((f"ancestral, {steps} steps/block", "ancestral", f"{steps}", sample_ancestral,
+        out.append((f"ancestral, {steps} steps/block", "ancestral", f"{steps}", samplers["ancestral"],
                     dict(kw, steps=steps)))
     for steps in args.steps:
-        out.append((f"confidence, {steps} steps/block", "confidence", f"{steps}", sample_confidence,
+        out.append((f"confidence, {steps} steps/block", "confidence", f"{steps}", samplers["confidence"],
                     dict(kw, steps=steps)))
     for tau in args.taus:
-        out.append((f"threshold, tau {tau:g}", "threshold", f"{tau:g}", sample_threshold, dict(kw, tau=tau)))
+        out.append((f"threshold, tau {tau:g}", "threshold", f"{tau:g}", samplers["threshold"], dict(kw, tau=tau)))
     return out
 
 
-def measure(label, write, judge, vocab_size, samples, seed, device="cpu"):
-    """Run write(generator) -> (ids (N,), nfe) for `samples` seeds; score the texts together."""
+def measure(label, write, judge, vocab_size, samples, seed, device="cpu", keep_first=False):
+    """Run write(generator) -> (ids (N,), nfe) for `samples` seeds; score the texts together.
+    keep_first: the first text's ids too (first_ids), to quote it."""
     nfe, seconds, nll, texts = [], 0.0, [], []
     for i in range(samples):
         generator = torch.Generator().manual_seed(seed + i)
@@ -103,7 +105,8 @@ def measure(label, write, judge, vocab_size, samples, seed, device="cpu"):
     nll, ids = torch.cat(nll), torch.cat(texts)
     return dict(setting=label, nfe=sum(nfe) / samples, seconds=seconds / samples,
                 chars_per_s=len(ids) / max(seconds, 1e-9), judge_nll=float(nll.mean()),
-                judge_ppl=math.exp(nll.mean()), entropy_bits=unigram_entropy(ids, vocab_size))
+                judge_ppl=math.exp(nll.mean()), entropy_bits=unigram_entropy(ids, vocab_size),
+                **(dict(first_ids=texts[0].tolist()) if keep_first else {}))
 
 
 # ---------------------------------------------------------------- report
@@ -178,9 +181,9 @@ def main(argv=None):
         sys.exit("error: the two checkpoints must be trained on the same text (same vocabulary, not names).")
     itos, block_size = ckpt["itos"], model.config.block_size
     mask_id, bos_id = len(itos) - 1, ckpt_ar["config"].get("bos_id", len(itos) - 1)
-    block_chars = args.block_chars or block_size // 2
+    block_chars = model.config.block_len or args.block_chars or block_size // 2  # block diffusion: its blocks
     if not 1 <= block_chars <= block_size or max(args.steps) > block_chars:
-        parser.error(f"--block-chars must be in 1..{block_size}, and --steps at most --block-chars "
+        parser.error(f"--block-chars must be in 1..{block_size}, and --steps at most the characters of a block "
                      f"({block_chars}): the confidence sampler unmasks at least one character per step")
     try:
         val_ids = encode(val, {c: i for i, c in enumerate(itos)})
@@ -221,7 +224,7 @@ def main(argv=None):
     show(data_row, ar_row["judge_ppl"])
 
     rows = []
-    for label, name, param, sampler, kw in settings(args):
+    for label, name, param, sampler, kw in settings(args, samplers_for(model)):
         def write(generator, sampler=sampler, kw=kw):
             ids, nfe, _ = sample_text(denoise, sampler, 1, args.chars, block_size, mask_id, generator,
                                       block_chars=block_chars, **kw)

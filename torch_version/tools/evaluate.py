@@ -44,8 +44,9 @@ from torch_version import diffusion  # noqa: E402
 from common import cli  # noqa: E402
 from common.files import atomic_write, output_problem  # noqa: E402
 from torch_version.engine import devices  # noqa: E402
+from torch_version.processes import block  # noqa: E402
 from torch_version.sample import (SAMPLERS, WEIGHTS_DIR, checkpoint_precision, default_checkpoint,  # noqa: E402
-                                  generate_ar, load_or_exit, make_denoiser)
+                                  generate_ar, load_or_exit, make_denoiser, samplers_for)
 from torch_version.train import FINAL_DRAWS, SHAKESPEARE, evaluate, load_dataset  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
@@ -95,12 +96,13 @@ def score(ids, judge, bos_id, itos, pad_id=None, train_words=None, real_words=No
     return out
 
 
-def nfe_per_sample(trajectory):
+def nfe_per_sample(trajectory, commits=0):
     """(n,) network evaluations each sample would cost on its own: the steps in which its row
     changed. Every sampler calls the network once per step that changes a row (ancestral reuses
-    its cached logits after a step that changes nothing), so a batch costs at least the most of these."""
+    its cached logits after a step that changes nothing), so a batch costs at least the most of these.
+    commits: the passes that put each finished block into a block-diffusion model's KV cache."""
     steps = torch.stack(trajectory)  # (S + 1, n, L)
-    return (steps[1:] != steps[:-1]).any(-1).sum(0)
+    return (steps[1:] != steps[:-1]).any(-1).sum(0) + commits
 
 
 # ---------------------------------------------------------------- the grid
@@ -124,18 +126,19 @@ def parse_grid(specs):
     return cells
 
 
-def run_grid(cells, denoise, n, L, mask_id, generator, schedule, temperature, scorer, say=print):
-    """Sample n sequences with every (sampler, steps or tau) and score them. A list of row dicts."""
-    rows = []
+def run_grid(cells, denoise, n, L, mask_id, generator, schedule, temperature, scorer, say=print, block_len=0):
+    """Sample n sequences with every (sampler, steps or tau) and score them. A list of row dicts.
+    block_len: a block-diffusion model's blocks (its steps are per block)."""
+    rows, samplers = [], samplers_for(denoise.model)
     for name, value in cells:
-        if name == "confidence" and value > L:
+        if name == "confidence" and value > (block_len or L):
             raise ValueError(f"the confidence sampler unmasks at least one position per step: {value} steps "
-                             f"are more than the {L} positions")
+                             f"are more than the {block_len or L} positions")
         kw = dict(tau=value) if name == "threshold" else dict(steps=value, schedule=schedule)
         start = time.time()
-        result = SAMPLERS[name](denoise, n, L, mask_id, generator, temperature=temperature, **kw)
+        result = samplers[name](denoise, n, L, mask_id, generator, temperature=temperature, **kw)
         seconds = time.time() - start
-        nfe = nfe_per_sample(result.trajectory).double()
+        nfe = nfe_per_sample(result.trajectory, L // block_len - 1 if block_len else 0).double()
         row = dict(sampler=name, setting=f"tau={value:g}" if name == "threshold" else f"{value} steps",
                    nfe=nfe.mean().item(), batch_nfe=result.nfe, seconds=seconds, **scorer(result.samples))
         rows.append(row)
@@ -331,15 +334,18 @@ def run(args, model, judge_model, data, cells, schedule="linear", dtype="float32
 
     start = time.time()  # train.py's evaluate, so the figure is the one training reports
     one_pass = not names  # as train.py's final figure: names get all L mask sizes, windows one k per draw
+    b = model.config.block_len  # block diffusion: its own estimator, block by block
     nats, se, draw_se = evaluate(model, data, ar=False, draws=draws, one_pass=one_pass, autocast=autocast,
-                                 mask_id=mask_id, pad_id=pad_id)
+                                 mask_id=mask_id, pad_id=pad_id, process=block if b else diffusion,
+                                 options=dict(block=b) if b else {})
     ar_nats, ar_se, _ = evaluate(judge_model, data, ar=True, draws=1, one_pass=False, autocast=autocast,
                               mask_id=mask_id, pad_id=pad_id)
     model.eval(), judge_model.eval()  # evaluate() leaves them in training mode: dropout would be on
     draws_text = f", +- {draw_se:.4f} from the draws" if draws > 1 else ""
     print(f"held-out NELBO: {nats:.4f} nats/char ({nats / math.log(2):.4f} bits/char) +- {se:.4f} "
           f"(standard error over {len(data['held']):,} {'names' if names else 'windows'}{draws_text}; "
-          f"{'one-pass L/k form' if one_pass else 'full discrete form'}, {draws} mask draw{'s' * (draws != 1)}, "
+          f"{'one-pass L/k form' if one_pass else 'full discrete form'}{f' of each block of {b}' if b else ''}, "
+          f"{draws} mask draw{'s' * (draws != 1)}, "
           f"{time.time() - start:.1f} s); the AR twin on the same characters: {ar_nats:.4f} +- {ar_se:.4f}")
 
     held = data["held"].cpu()
@@ -359,7 +365,7 @@ def run(args, model, judge_model, data, cells, schedule="linear", dtype="float32
     print(table_header(kind))
     generator = torch.Generator().manual_seed(args.seed)
     rows = run_grid(cells, make_denoiser(model, args.device, dtype), n, L, mask_id, generator,
-                    schedule, args.temperature, scorer)
+                    schedule, args.temperature, scorer, block_len=b)
 
     start = time.time()  # the AR twin, one network call per character (a name stops at its end)
     ids, _ = generate_ar(judge_model, torch.empty((n, 0), dtype=torch.long), L, generator, mask_id,

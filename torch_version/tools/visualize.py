@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # so `torch_versio
 from common import cli  # noqa: E402
 from common.files import output_problem  # noqa: E402
 from torch_version.sample import (SAMPLERS, TAU, checkpoint_precision, default_checkpoint, generate_ar, load_or_exit,  # noqa: E402
-                                  make_denoiser)
+                                  make_denoiser, samplers_for)
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
 SAMPLER = "ancestral"  # ancestral | confidence | threshold
@@ -66,15 +66,19 @@ class Film:
 
 
 def diffusion_film(denoise, sampler, n, L, mask_id, generator, steps, tau, temperature, schedule):
-    """Sample n sequences of length L and keep every step. Returns (Film, Sampled)."""
+    """Sample n sequences of length L and keep every step. Returns (Film, Sampled). A block-diffusion
+    model writes block by block (sample.blockwise), `steps` per block: each block emerges from masks
+    after the ones before it."""
+    block_len = denoise.model.config.block_len
+    what = f"block diffusion (blocks of {block_len})" if block_len else "diffusion"
     if sampler == "threshold":
-        result = SAMPLERS[sampler](denoise, n, L, mask_id, generator, tau=tau, temperature=temperature)
-        title = f"diffusion: threshold sampler, tau = {tau:g}"
+        result = samplers_for(denoise.model)[sampler](denoise, n, L, mask_id, generator, tau=tau, temperature=temperature)
+        title = f"{what}: threshold sampler, tau = {tau:g}"
         time_name = "masked share"  # the threshold sampler has no time grid; with alpha = 1 - t it is t
     else:
-        result = SAMPLERS[sampler](denoise, n, L, mask_id, generator, steps, temperature=temperature,
-                                   schedule=schedule)
-        title = f"diffusion: {sampler} sampler, {steps} steps"
+        result = samplers_for(denoise.model)[sampler](denoise, n, L, mask_id, generator, steps=steps,
+                                                     temperature=temperature, schedule=schedule)
+        title = f"{what}: {sampler} sampler, {steps} steps{' per block' if block_len else ''}"
         time_name = "t"
     T = len(result.trajectory) - 1
     labels = [f"step {j}/{T}, {time_name}={t:.2f}, {int((xt == mask_id).sum())} masks left"
@@ -386,9 +390,10 @@ def main(argv=None):
     L = block_size if is_names else min(args.chars or block_size, block_size)
     if args.chars and args.chars > block_size:
         parser.error(f"--chars must be at most the block size {block_size}: the animation shows one window")
-    steps = args.steps or (L if is_names or args.compare else min(TEXT_STEPS, L))
-    if args.sampler == "confidence" and steps > L:
-        parser.error(f"the confidence sampler unmasks at least one position per step: --steps must be at most {L}")
+    per = model.config.block_len or L  # the positions a step count is for: a block, or the window
+    steps = args.steps or (per if is_names or args.compare or model.config.block_len else min(TEXT_STEPS, L))
+    if args.sampler == "confidence" and steps > per:
+        parser.error(f"the confidence sampler unmasks at least one position per step: --steps must be at most {per}")
     schedule = ckpt["config"].get("schedule", "linear")
     generator = torch.Generator().manual_seed(args.seed)
     denoise = make_denoiser(model, args.device, dtype)
