@@ -306,3 +306,22 @@ assert held.shape == (2000, 256)
         assert peak < 100, f"reading every page of train.bin peaked at {peak:.0f} MB"
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)  # 768 MB that pytest would otherwise keep
+
+
+# ---------------------------------------------------------------- train.py on a prepared folder
+def test_train_py_on_a_prepared_folder_is_the_run_on_the_text_itself(tmp_path):
+    """get_batch reads the windows from the file, load_dataset the held-out windows, the checkpoint
+    records the text's checksum: the same run, figure and checkpoint as on the text read whole."""
+    from torch_version import train as T
+    text = tmp_path / "prose.txt"
+    text.write_text("It was a dark and stormy night; the rain fell in torrents, except at occasional intervals. " * 60)
+    prepare.prepare(text, tmp_path / "prepared")
+    flags = ["--max-iters", "6", "--eval-interval", "3", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+             "--batch-size", "4", "--eval-draws", "1", "--final-draws", "1", "--samples", "0", "--no-compile",
+             "--quiet"]
+    (whole,) = T.main(["--dataset", str(text), "--out", str(tmp_path / "a")] + flags)
+    (mapped,) = T.main(["--dataset", str(tmp_path / "prepared"), "--out", str(tmp_path / "b")] + flags)
+    assert (whole["nats"], whole["se"], whole["best_step"]) == (mapped["nats"], mapped["se"], mapped["best_step"])
+    a, b = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True) for d in "ab")
+    assert a["config"]["data_sha256"] == b["config"]["data_sha256"] and a["itos"] == b["itos"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -35,6 +35,7 @@ process (masked, or --noise uniform / gaussian) is a file with diffusion.py's in
 once (PROCESSES): the loop itself never asks which.
 """
 import argparse
+import contextlib
 import copy
 import hashlib
 import math
@@ -50,8 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `data` and `t
 from common import cli  # noqa: E402
 from common.files import output_problem  # noqa: E402
 from data.fetch import DatasetError, load_names, load_text, read_text, split_names, split_text  # noqa: E402
+from data.prepared import held_out_windows, open_prepared, windows  # noqa: E402
 from torch_version import diffusion  # noqa: E402
-from torch_version.engine import devices  # noqa: E402
+from torch_version.engine import devices, distributed  # noqa: E402
 from torch_version.engine.checkpoints import CheckpointError, CheckpointWriter, read_checkpoint  # noqa: E402
 from torch_version.engine.muon import MuonAdamW  # noqa: E402
 from torch_version.model import ModelConfig, Transformer  # noqa: E402
@@ -116,6 +118,9 @@ SHAKESPEARE_SMALL = dict(
 TEXT_BLOCK_SIZE = 256  # window of a free-running text file (--dataset PATH)
 MAX_PARAMS = 1e9       # larger models are refused up front instead of failing in an allocation
 MAX_ITEM_LEN = 64      # a PATH whose lines are all non-empty and at most this long is a list of items
+MAX_HELD_OUT = 2000    # held-out windows of a prepared text (data/prepare.py), evenly spaced: a 500 MB
+#                        text holds some 200,000 windows of 256, too many to score at every evaluation
+GRAD_ACCUM = 1         # micro-batches per step (--grad-accum): the same step, in less memory
 WARMUP_ITERS = 100     # linear warm-up of the learning rate
 MIN_LR_RATIO = 0.1     # the cosine decay ends at this fraction of the peak
 GRAD_CLIP = 1.0        # clip the gradient norm: rare large-w(t) batches cannot derail training
@@ -130,6 +135,11 @@ def load_dataset(name, data_dir=None, device="cpu", block_size=None):
     sequences (N, L) and their character counts (len + 1 for names, L for text windows). The
     training data and the held-out sequences are put on `device`, where the model will be. Text is
     cut into windows of `block_size` (default: the full Shakespeare preset's, or TEXT_BLOCK_SIZE)."""
+    if name not in ("names", "shakespeare") and Path(name).is_dir():  # a text prepared by data/prepare.py: token files, mapped, never read whole
+        if not any((Path(name) / f).exists() for f in ("meta.json", "train.bin")):
+            raise DatasetError(f"{name} is a folder, not a text file, and data/prepare.py did not write it; name a "
+                               f"UTF-8 text file, or a folder that `python3 data/prepare.py TEXT` wrote.")
+        return load_prepared(name, device, block_size)
     why_text = ""  # for a PATH read as running text: the line that made it so
     if name == "names":
         kind, items = "names", load_names(data_dir)
@@ -173,13 +183,30 @@ def load_dataset(name, data_dir=None, device="cpu", block_size=None):
                 sha256=digest)  # of the items as read: a checkpoint is only resumed or scored on the same data
 
 
+def load_prepared(folder, device="cpu", block_size=None):
+    """A folder written by data/prepare.py, as load_dataset returns a text: the training ids stay in
+    their file (a memory map; get_batch reads the windows a batch needs), the held-out windows, at
+    most MAX_HELD_OUT of them, are read now. The vocabulary, split and checksum are those of the
+    same text read whole, so a run on the prepared folder is the run on the file."""
+    prepared = open_prepared(folder)
+    block_size = block_size or TEXT_BLOCK_SIZE
+    held = torch.from_numpy(held_out_windows(prepared["val"], block_size, MAX_HELD_OUT))
+    return dict(kind="text", stoi=prepared["stoi"], itos=prepared["itos"], block_size=block_size,
+                train=prepared["train"], held=held.to(device), n_chars=torch.full((len(held),), block_size),
+                n_train=prepared["n_train"], sha256=prepared["sha256"], device=device)
+
+
 def get_batch(data, batch_size, generator):
     """x0 (B, L) on the data's device: random training names, or random windows of the training
-    text. The indices are drawn on the host (a CPU generator) and moved to the data."""
+    text. The indices are drawn on the host (a CPU generator) and moved to the data; a prepared text
+    is read from its file, the B windows only (data/prepared.windows)."""
     train, L = data["train"], data["block_size"]
     if data["kind"] == "names":
         return train[torch.randint(len(train), (batch_size,), generator=generator).to(train.device)]
-    start = torch.randint(len(train) - L + 1, (batch_size,), generator=generator).to(train.device)
+    start = torch.randint(len(train) - L + 1, (batch_size,), generator=generator)
+    if not isinstance(train, torch.Tensor):  # a memory-mapped prepared text
+        return torch.from_numpy(windows(train, start.numpy(), L)).to(data["device"])
+    start = start.to(train.device)
     return train[start[:, None] + torch.arange(L, device=train.device)]
 
 
@@ -196,11 +223,13 @@ def process_name(args):
     return "block" if args.block else args.noise
 
 
-def ar_loss(model, x0, bos_id, pad_id):
-    """AR twin: mean next-character NLL over the predicted characters (per char, SPEC 5)."""
+def ar_loss(model, x0, bos_id, pad_id, n_targets=None):
+    """AR twin: mean next-character NLL over the predicted characters (per char, SPEC 5). n_targets:
+    the characters to divide by, when x0 is a slice of a batch (default: x0's own)."""
     logits = model(diffusion.ar_inputs(x0, bos_id))  # (B, L, n_out): position l sees x0[:l] only
     targets = diffusion.ar_targets(x0, pad_id)
-    return diffusion.token_nll(logits, targets).sum() / (targets >= 0).sum()  # ignored targets give 0
+    n_targets = (targets >= 0).sum() if n_targets is None else n_targets
+    return diffusion.token_nll(logits, targets).sum() / n_targets  # ignored targets give 0
 
 
 def batch_loss(model, x0, ar, generator, args, mask_id, pad_id):
@@ -318,7 +347,8 @@ class TrainingError(Exception):
 # Flags that may change when a run is resumed. Every other flag that shapes the training must be as
 # it was: the model's, the data's, and these (flag for each key of the checkpoint's config).
 RESUME_MAY_CHANGE = ("--max-iters, --eval-interval, --eval-at, --eval-draws, --eval-full, --final-draws, --samples, "
-                     "--compile, --threads, --quiet")
+                     "--compile, --threads, --quiet, --grad-accum and the number of processes (the same step to "
+                     "float rounding)")
 FIXED_ON_RESUME = dict(noise="--noise", block="--block", objective="--objective", schedule="--schedule", batch_size="--batch-size",
                        optimizer="--optimizer", lr="--lr", weight_decay="--weight-decay", ema="--ema",
                        seed="--seed", dtype="--dtype", deterministic="--deterministic")
@@ -368,6 +398,7 @@ class Run:
     step: int = 0
     best: float = math.inf            # the lowest held-out loss so far
     saved_step: int | None = None     # the step of the checkpoint this run wrote, or resumed from: the only one it reports
+    ddp: torch.nn.Module | None = None  # the model as DistributedDataParallel trains it, under torchrun
 
     @property
     def evaluated(self):
@@ -420,16 +451,44 @@ def start_run(args, data, ar, say):
     return run
 
 
+def share_of_loss(model, x0, noisy, rows, ar, args, mask_id, pad_id):
+    """The loss of the batch's `rows`, weighted by their share of the batch: the shares of a
+    batch's slices add up to batch_loss of the whole (the NELBO is a sum over positions / B * L; the
+    AR twin's NLL divides by the whole batch's characters)."""
+    if ar:
+        n_targets = (diffusion.ar_targets(x0, pad_id) >= 0).sum()
+        return ar_loss(model, x0[rows], mask_id, pad_id, n_targets)
+    process, options = process_of(args)
+    part = {key: value[rows] for key, value in noisy.items()}
+    return process.batch_loss(model, x0[rows], part, **options) * (len(x0[rows]) / len(x0))
+
+
 def train_step(run, train_model, data, ar, args, autocast):
-    """One optimizer step on a fresh batch. Returns its loss per character, a device scalar (read
-    only at the next evaluation, so that no step waits for the device)."""
+    """One optimizer step on a fresh batch: this process's rows of it (all of them without torchrun,
+    engine/distributed.py), in --grad-accum micro-batches whose gradients add up to the whole's.
+    Every process draws the whole batch and its noise from the same generator, so the run is the
+    same whatever the number of processes and micro-batches (to float rounding). Returns this
+    process's share of the loss per character, a device scalar (read only at the next evaluation,
+    so that no step waits for the device)."""
     mask_id, pad_id = run.train_config["mask_id"], run.train_config["pad_id"]
     for group in run.optimizer.param_groups:
         group["lr"] = lr_at(run.step, args)
     x0 = get_batch(data, args.batch_size, run.generator)
-    with autocast:
-        loss = batch_loss(train_model, x0, ar, run.generator, args, mask_id, pad_id)
-    loss.backward()
+    noisy = None
+    if not ar:  # the forward process for the whole batch, drawn on the host
+        process, options = process_of(args)
+        noisy = process.corrupt_batch(x0, mask_id, run.generator, **options)
+    mine = distributed.rows(len(x0))
+    micro = torch.arange(mine.start, mine.stop).tensor_split(args.grad_accum)
+    loss = torch.zeros((), device=args.device)
+    for i, rows in enumerate(micro):
+        rows = slice(int(rows[0]), int(rows[-1]) + 1) if len(rows) else slice(0, 0)
+        last = i == len(micro) - 1  # DDP sums the gradients across processes once, after the last one
+        with contextlib.nullcontext() if last or run.ddp is None else run.ddp.no_sync():
+            with autocast:
+                share = share_of_loss(train_model, x0, noisy, rows, ar, args, mask_id, pad_id)
+            (share * distributed.world()[1]).backward()  # DDP averages over processes; the shares add up
+        loss += share.detach()
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), GRAD_CLIP)
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
@@ -439,7 +498,7 @@ def train_step(run, train_model, data, ar, args, autocast):
         torch._foreach_lerp_(list(run.ema.parameters()), list(run.model.parameters()), 1 - decay)
     if data["kind"] == "names" and not ar:  # per token -> per character, as evaluated (SPEC 5)
         loss = loss * x0.numel() / ((x0 != pad_id).sum() + len(x0))
-    return loss.detach()
+    return loss
 
 
 def evaluate_and_save(run, writer, data, ar, args, autocast, train_loss):
@@ -469,15 +528,17 @@ def train(args, data, ar, say=print):
     run = start_run(args, data, ar, say)
     config, autocast = run.model.config, make_autocast(args)
     mask_id, pad_id = run.train_config["mask_id"], run.train_config["pad_id"]
+    train_model = distributed.wrap(run.model, args.device)  # under torchrun: DDP; else the model itself
+    run.ddp = train_model if train_model is not run.model else None
     # evaluation runs uncompiled: its batches have other shapes, and it runs a few times only
-    train_model = compile_or_eager(run.model, data, ar, args, autocast, mask_id, pad_id) if args.compile else run.model
+    train_model = compile_or_eager(train_model, data, ar, args, autocast, mask_id, pad_id) if args.compile else train_model
     say(f"{run.name}: {config.n_layer} layers, {config.n_head} heads, n_embd {config.n_embd}, block size "
         f"{config.block_size}, {run.model.num_params():,} parameters; {devices.describe(args.device)}, "
         f"{args.precision}{', compiled' if args.compile else ''}")
     loss_name = "NLL" if ar else "NELBO"
     best_step, history, history_draw_se, running, n_running = run.step, [], [], torch.zeros((), device=args.device), 0
     first_step, eval_seconds, start = run.step, 0.0, time.time()
-    bar = tqdm(total=args.max_iters, initial=run.step, disable=True if args.quiet else None,  # None: off when not a terminal
+    bar = tqdm(total=args.max_iters, initial=run.step, disable=True if args.quiet or not distributed.is_main() else None,  # None: off when not a terminal
                desc=run.name, unit="step", leave=False)
     with CheckpointWriter() as writer:  # leaving it, even by Ctrl-C, finishes the last write first
         while run.step < args.max_iters:
@@ -486,15 +547,17 @@ def train(args, data, ar, say=print):
             bar.update(1)
             due = run.step in args.eval_at if args.eval_at else run.step % args.eval_interval == 0
             if due or run.step == args.max_iters:
-                train_loss, eval_start = running.item() / n_running, time.time()
-                val, se, draw_se, improved = evaluate_and_save(run, writer, data, ar, args, autocast, train_loss)
-                best_step = run.step if improved else best_step
-                history.append((run.step, train_loss, val, se))
-                history_draw_se.append(draw_se)
-                if not args.quiet:
-                    bar.write(f"step {run.step}: train {loss_name} {train_loss:.4f}, held-out {loss_name} {val:.4f} "
-                              f"+- {se:.4f} nats/char ({estimate_label(data, args, ar, False)})"
-                              f"{', best, saved' if improved else ''}")
+                train_loss, eval_start = distributed.sum_over_ranks(running).item() / n_running, time.time()
+                if distributed.is_main():  # one process evaluates and saves; under torchrun the others wait
+                    val, se, draw_se, improved = evaluate_and_save(run, writer, data, ar, args, autocast, train_loss)
+                    best_step = run.step if improved else best_step
+                    history.append((run.step, train_loss, val, se))
+                    history_draw_se.append(draw_se)
+                    if not args.quiet:
+                        bar.write(f"step {run.step}: train {loss_name} {train_loss:.4f}, held-out {loss_name} {val:.4f} "
+                                  f"+- {se:.4f} nats/char ({estimate_label(data, args, ar, False)})"
+                                  f"{', best, saved' if improved else ''}")
+                distributed.barrier()
                 running, n_running = torch.zeros((), device=args.device), 0
                 eval_seconds += time.time() - eval_start
     bar.close()
@@ -608,7 +671,10 @@ def parse_args(argv=None):
     parser.add_argument("--eval-full", action="store_true", help="names: evaluate during training in the final "
                         "figure's full discrete form (L passes per draw) instead of the one-pass form")
     parser.add_argument("--final-draws", type=cli.count(1), help=f"... for the final figure (names: {FINAL_DRAWS})")
-    parser.add_argument("--batch-size", type=cli.count(1), help=f"sequences per step (names: {BATCH_SIZE})")
+    parser.add_argument("--batch-size", type=cli.count(1), help=f"sequences per step (names: {BATCH_SIZE}), in all: "
+                        f"under torchrun the processes share them")
+    parser.add_argument("--grad-accum", type=cli.count(1, 65536), default=GRAD_ACCUM, help="micro-batches per step: "
+                        "the same step as one batch (its gradient summed over them), in a fraction of the memory")
     parser.add_argument("--lr", type=cli.positive, help=f"peak learning rate (names: {LEARNING_RATE})")
     parser.add_argument("--n-layer", type=cli.count(1, 256), help=f"transformer blocks (names: {N_LAYER})")
     parser.add_argument("--n-head", type=cli.count(1, 256), help=f"attention heads (names: {N_HEAD})")
@@ -684,6 +750,9 @@ def parse_args(argv=None):
         parser.error("--n-embd must be a multiple of --n-head, with an even size per head (rotary positions)")
     if args.ar and args.both:
         parser.error("--both already trains the AR twin; drop --ar")
+    if args.grad_accum * distributed.world()[1] > args.batch_size:
+        parser.error(f"--grad-accum {args.grad_accum} across {distributed.world()[1]} process(es) leaves a micro-batch "
+                     f"without rows: at most {args.batch_size // distributed.world()[1]} for a batch of {args.batch_size}")
     if args.block and (args.noise != "masked" or args.objective != "k"):
         parser.error("--block is masked diffusion cut into blocks, trained on the k-masked form: drop --noise and --objective")
     if args.out is None:
@@ -697,6 +766,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if problem := output_problem(args.out):  # before any work
         sys.exit(f"error: {problem}")
+    args.device = distributed.setup(args.device)  # under torchrun: join the other processes (a GPU each)
     devices.setup(args.device, args.deterministic)
     try:
         data = load_dataset(args.dataset, args.data_dir, args.device, args.block_size)
@@ -707,7 +777,7 @@ def main(argv=None):
     if args.block and data["block_size"] % args.block:
         sys.exit(f"error: --block {args.block} does not divide the window of {data['block_size']} characters into "
                  f"whole blocks; pick a divisor of {data['block_size']}.")
-    say = (lambda *a: None) if args.quiet else print
+    say = (lambda *a: None) if args.quiet or not distributed.is_main() else print
     itos = data["itos"]
     if data["kind"] == "names":
         say(f"{args.dataset}: {data['n_train'] + len(data['held']):,} items: {data['n_train']:,} train, "
@@ -720,9 +790,12 @@ def main(argv=None):
     except (CheckpointError, TrainingError) as err:
         sys.exit(f"error: {err}")
     except KeyboardInterrupt:
-        print(f"\nstopped; the checkpoints in {args.out} are whole: run the same command with --resume to "
-              f"continue where the last one was saved.", file=sys.stderr)
+        if distributed.is_main():
+            print(f"\nstopped; the checkpoints in {args.out} are whole: run the same command with --resume to "
+                  f"continue where the last one was saved.", file=sys.stderr)
         sys.exit(130)
+    finally:
+        distributed.teardown()
 
 
 def train_and_report(args, data, say):
@@ -730,6 +803,8 @@ def train_and_report(args, data, say):
     results = []
     for ar in ([False, True] if args.both else [args.ar]):
         result = train(args, data, ar, say)
+        if not distributed.is_main():  # under torchrun, process 0 reports
+            continue
         nats, se, draw_se = final_evaluation(result, data, args)
         result.update(nats=nats, se=se, draw_se=draw_se)
         results.append(result)
@@ -739,7 +814,7 @@ def train_and_report(args, data, say):
               f"nats/char ({nats / math.log(2):.4f} bits/char)")
         if not ar and args.samples:
             print_samples(result, data, args)
-    if args.both:
+    if args.both and results:
         diff, ar_twin = results
         print(f"\n{'held-out, nats/char':<22}{'value':>10}{'+- items':>10}{'+- draws':>10}{'best step':>11}{'train s':>9}")
         for r in results:
