@@ -462,20 +462,13 @@ print(f"{len(valid)}/{len(texts)} valid, {sum(s.rstrip('.') in train_set for s i
 # file, `lessons/solutions.py`, so that you meet them only on purpose; try first.
 
 # %%
-def check(name, answer, reference, strict=False):
-    """Prints PASS, FAIL (and why) or 'not yet'. Raises only when strict (the solutions use that)."""
-    reference = np.asarray(reference, dtype=float)
-    answer = None if answer is None else np.asarray(answer, dtype=float)
-    if answer is None:
-        verdict = "not yet (the stub still returns None)"
-    elif answer.shape != reference.shape:
-        verdict = f"FAIL, shape {answer.shape} but the reference has shape {reference.shape}"
-    elif not np.allclose(answer, reference, rtol=1e-6, atol=1e-12):  # float64 rounding is far below 1e-6
-        verdict = f"FAIL, largest difference {np.abs(answer - reference).max():.3g}"
-    else:
-        verdict = "PASS"
-    print(f"{name}: {verdict}")
-    assert verdict == "PASS" or not strict, f"{name} did not pass"
+import functools
+import importlib.util
+
+spec = importlib.util.spec_from_file_location("checks", ROOT / "lessons" / "checks.py")  # by path: any working folder
+checks = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(checks)
+check = functools.partial(checks.check, atol=1e-12)  # float64 throughout: a tighter floor
 
 
 # %% [markdown]
@@ -551,8 +544,6 @@ check("exercise 4, valid samples", None if None in answers else answers, [True, 
 # check above can pass, and that it checks the right thing.
 
 # %%
-import importlib.util
-
 spec = importlib.util.spec_from_file_location("solutions", ROOT / "lessons" / "solutions.py")  # by path: any working folder
 solutions = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(solutions)

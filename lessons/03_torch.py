@@ -583,20 +583,12 @@ print(f"one step of {batch} windows: {seconds:.1f} s here; {S['max_iters']:,} st
 # in a separate file, `lessons/solutions.py`, so that you meet them only on purpose.
 
 # %%
-def check(name, answer, reference, strict=False, atol=1e-9):
-    """Prints PASS, FAIL (and why) or 'not yet'. Raises only when strict (the solutions use that)."""
-    reference = np.asarray(reference, dtype=float)
-    answer = None if answer is None else np.asarray(answer, dtype=float)
-    if answer is None:
-        verdict = "not yet (the stub still returns None)"
-    elif answer.shape != reference.shape:
-        verdict = f"FAIL, shape {answer.shape} but the reference has shape {reference.shape}"
-    elif not np.allclose(answer, reference, rtol=1e-6, atol=atol):  # float64 rounding is far below 1e-6
-        verdict = f"FAIL, largest difference {np.abs(answer - reference).max():.3g}"
-    else:
-        verdict = "PASS"
-    print(f"{name}: {verdict}")
-    assert verdict == "PASS" or not strict, f"{name} did not pass"
+import importlib.util
+
+spec = importlib.util.spec_from_file_location("checks", ROOT / "lessons" / "checks.py")  # by path: any working folder
+checks = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(checks)
+check = checks.check
 
 
 # %% [markdown]
@@ -684,8 +676,6 @@ check("exercise 4, AR inputs", my_ar_inputs(data["held"][:5], mask_id), diffusio
 # pass.
 
 # %%
-import importlib.util
-
 spec = importlib.util.spec_from_file_location("solutions", ROOT / "lessons" / "solutions.py")  # by path: any working folder
 solutions = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(solutions)

@@ -9,6 +9,7 @@ and 2 need only NumPy.
 
 This file is not a lesson: lessons/build.py takes only files named NN_name.py.
 """
+import itertools
 import math
 import re
 import sys
@@ -115,3 +116,34 @@ def prior_kl_one_position_solution(alpha1, sigma1, K):
 def ddim_step_solution(zt, e_hat, alpha_t, sigma_t, alpha_s, sigma_s):
     eps_hat = (zt - alpha_t * e_hat) / sigma_t  # the noise z_t implies, given the denoiser's guess
     return alpha_s * e_hat + sigma_s * eps_hat
+
+
+# ---------------------------------------------------------------- lesson 5: block diffusion
+def training_mask_solution(T, b):
+    block = np.arange(T) // b
+    same, before = block[:, None] == block[None, :], block[:, None] > block[None, :]
+    top = np.concatenate([same, before], axis=1)  # noisy queries: their own noisy block, earlier clean blocks
+    bottom = np.concatenate([np.zeros_like(same), same | before], axis=1)  # clean queries: clean blocks up to theirs
+    return np.concatenate([top, bottom], axis=0)
+
+
+def block_weights_solution(k, mask, b):
+    return (b / k.double()).repeat_interleave(b, dim=1) * mask
+
+
+def exact_block_nelbo_solution(x0, b, toy):
+    total, L = 0.0, len(x0)
+    for start in range(0, L, b):
+        for k in range(1, b + 1):
+            subsets = list(itertools.combinations(range(start, start + b), k))
+            for subset in subsets:
+                xt = np.array(x0)
+                xt[list(subset)] = toy.MASK_ID
+                logp = toy.block_oracle_log_probs(xt[None], np.array(x0)[None], b)[0]
+                total += -sum(logp[l, x0[l]] for l in subset) / k / len(subsets)
+    return total
+
+
+def cache_mask_solution(start, T, b):
+    keys, queries = np.arange(start + T), np.arange(start, start + T)
+    return keys[None, :] // b <= queries[:, None] // b

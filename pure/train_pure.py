@@ -11,7 +11,7 @@ a deeper denoiser and the engineering a real run needs):
 - sampling: sample_confidence (MaskGIT style) beside the ancestral sampler, and
   sample_metrics (valid / copied / new shares, distance of the length distributions).
 - plots of every stage: NELBO curves, schedules, forward and reverse process, temperatures,
-  lengths (matplotlib, only imported when plotting).
+  lengths (pure/plots.py; matplotlib, only imported when plotting).
 Everything else (tokens, forward process, loss, held-out estimator, ancestral sampler) is
 copied from minimal on purpose and kept identical: tests/test_cross_tier.py checks that.
 
@@ -388,121 +388,16 @@ def sample_confidence(denoise, n, mask_id, rng, steps=SAMPLE_STEPS, temperature=
 
 # ---------------------------------------------------------------- plots
 def make_plots(out, history, denoise, stoi, itos, train_words, samples, rng):
-    """Six PNGs in `out`, each readable on its own. samples: decoded samples, or a dict
-    {sampler name: decoded samples}. matplotlib is imported here, so the rest of the tier runs
-    with NumPy alone."""
-    samples = samples if isinstance(samples, dict) else {"samples": samples}
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-    mask_id, paths = stoi[MASK], []
-
-    def save(fig, name, bottom=0.0):  # bottom: room for a figure legend, as a fraction of the height
-        fig.tight_layout(rect=(0, bottom, 1, 1))
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        paths.append(str(out / name))
-
-    def share(lengths):  # share of names of each length 1..L
-        return np.bincount(lengths, minlength=BLOCK_SIZE + 1)[1:] / max(1, len(lengths))
-
-    def grid(ax, rows, labels, title, changed="changed since the row above"):
-        """Rows of token ids as coloured cells, one character per cell."""
-        rows = np.array(rows)  # (R, L)
-        colours = {"MASK _": (0.75, 0.75, 0.75), "PAD .": (0.85, 0.9, 0.97), changed: (1.0, 0.78, 0.45)}
-        img = np.ones(rows.shape + (3,))  # letters on white
-        img[rows == mask_id] = colours["MASK _"]
-        img[rows == stoi[PAD]] = colours["PAD ."]
-        img[1:][rows[1:] != rows[:-1]] = colours[changed]
-        ax.imshow(img, aspect="auto", interpolation="nearest")
-        for (r, c), i in np.ndenumerate(rows):
-            ax.text(c, r, itos[i], ha="center", va="center", fontsize=7, family="monospace")
-        ax.set_yticks(range(len(rows)), labels, fontsize=7)
-        ax.set_xticks(range(rows.shape[1]), range(rows.shape[1]), fontsize=7)
-        ax.set_xlabel("position in the name")
-        ax.set_title(title, fontsize=10)
-        if not ax.figure.legends:  # one legend per figure, below the panels
-            ax.figure.legend(handles=[Patch(color=c, label=text) for text, c in colours.items()],
-                             loc="lower center", ncol=3, fontsize=8, frameon=False)
-
-    # 1. training curves
-    h = np.array(history).reshape(-1, 3)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot(h[:, 0], h[:, 1], "o-", label="train (running mean since the last point)")
-    ax.plot(h[:, 0], h[:, 2], "s-", label=f"held out (1 in {EVAL_NAMES} held-out names, fixed masks)")
-    best = np.nanargmin(h[:, 2])
-    ax.plot(h[best, 0], h[best, 2], "k*", markersize=12, label=f"best, saved: {h[best, 2]:.3f}")
-    ax.set(xlabel="training step", ylabel="NELBO (nats per character)", title="NELBO during training")
-    ax.grid(alpha=0.3), ax.legend()
-    save(fig, "nelbo.png")
-
-    # 2. the noise schedules and their ELBO weights
-    t = np.linspace(EPS, 1, 500)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for schedule in ("linear", "cosine"):
-        ax1.plot(t, alpha(t, schedule), label=schedule)
-        ax2.plot(t, weight(t, schedule), label=schedule)
-    ax1.set(xlabel="time t", ylabel="alpha(t) = P(token still clean)", title="Noise schedule alpha(t)")
-    ax2.set(xlabel="time t (log scale)", ylabel="w(t) = -alpha'(t) / (1 - alpha(t))", xscale="log",
-            yscale="log", title="ELBO weight w(t): 1/t (linear), about 2/t near 0 (cosine)")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3), ax.legend()
-    save(fig, "schedule.png")
-
-    # 3. the forward process on one name: the same uniforms at every t, so masks only grow
-    x0 = encode(["isabella"], stoi)
-    times = np.array([0.0, 0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0])
-    rows = [corrupt(x0, np.array([t]), mask_id, np.random.default_rng(1))[0][0] for t in times]
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    grid(ax, rows, [f"t={t:.2f}" for t in times], "Forward process: each character masked w.p. 1 - alpha(t)",
-         "masked since the row above")
-    save(fig, "forward.png", bottom=0.08)
-
-    # 4. the reverse process of both samplers, one row per step
-    fig, axes = plt.subplots(1, 2, figsize=(10, 9))
-    labels = [f"t={t:.2f}" for t in np.linspace(1, 0, SAMPLE_STEPS + 1)]
-    for ax, sampler in zip(axes, (sample_ancestral, sample_confidence)):
-        _, trajectory = sampler(denoise, 1, mask_id, rng)
-        grid(ax, [x[0] for x in trajectory], labels, f"Reverse process: {sampler.__name__}",
-             "revealed at this step")
-    axes[0].set_ylabel("sampler step (time runs 1 -> 0)")
-    save(fig, "reverse.png", bottom=0.03)
-
-    # 5. samples at several temperatures
-    temperatures, train_set = (0.5, 0.8, 1.0, 1.5), set(train_words)
-    fig, axes = plt.subplots(1, len(temperatures), figsize=(10, 4.6))
-    for ax, temp in zip(axes, temperatures):
-        x, _ = sample_ancestral(denoise, 200, mask_id, rng, temperature=temp)
-        names = [decode(s, itos) for s in x]
-        m = sample_metrics(names, train_words, train_words)
-        for j, s in enumerate(names[:16]):
-            colour = "tab:red" if name_of(s) is None else "tab:gray" if name_of(s) in train_set else "black"
-            ax.text(0.05, 1 - (j + 1) / 17, s.rstrip(PAD), color=colour, family="monospace",
-                    transform=ax.transAxes)
-        ax.set_title(f"T = {temp}\nvalid {m['valid']:.0%}, new {m['new']:.0%} (of 200)", fontsize=9)
-        ax.axis("off")
-    fig.suptitle("Ancestral samples by temperature (black: new, gray: a training name, red: invalid)")
-    save(fig, "temperatures.png")
-
-    # 6. lengths: generated vs real
-    bins = np.arange(1, BLOCK_SIZE + 1)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar(bins - 0.27, share([len(w) for w in train_words]), 0.27, label="training names")
-    for offset, (name, names) in zip((0, 0.27), samples.items()):
-        valid = [w for w in map(name_of, names) if w is not None]
-        tv = sample_metrics(names, train_words, train_words)["tv_length"]
-        ax.bar(bins + offset, share([len(w) for w in valid]), 0.27,
-               label=f"{name} ({len(valid):,} valid), TV {tv:.3f}")
-    ax.set(xlabel="name length (characters)", ylabel="share of names", xticks=bins,
-           title="Length distribution; TV = total-variation distance to the training names")
-    ax.grid(alpha=0.3, axis="y"), ax.legend()
-    save(fig, "lengths.png")
-    return paths
+    """Six PNGs in `out` (pure/plots.py draws them; matplotlib is imported there, only when
+    plotting, so the rest of the tier runs with NumPy alone). Returns their paths."""
+    from types import SimpleNamespace
+    from pure import plots
+    tier = SimpleNamespace(**globals())  # this file's loop and constants, however it was imported
+    return plots.make_plots(tier, out, history, denoise, stoi, itos, train_words, samples, rng)
 
 
 # ---------------------------------------------------------------- putting it together
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=cli.count(1), default=STEPS, help="training steps")
     parser.add_argument("--seed", type=cli.seed, default=1337, help="seed for every random draw")
@@ -520,6 +415,11 @@ def main(argv=None):
             import matplotlib  # noqa: F401  (checked now, used at the end)
         except ImportError:
             parser.error("matplotlib is not installed: install it, or pass --no-plots")
+    return args
+
+
+def names_and_folder(args):
+    """The names and the output folder, made; or one sentence and exit 1."""
     try:
         words = load_names(args.data_dir)
     except DatasetError as err:
@@ -530,6 +430,12 @@ def main(argv=None):
     if problem := output_problem(out):
         sys.exit(f"error: {problem}")
     out.mkdir(parents=True, exist_ok=True)
+    return words, out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    words, out = names_and_folder(args)
     ckpt = out / "ckpt.npz"
     rng = np.random.default_rng(args.seed)
     stoi, itos = build_vocab(words)
@@ -568,12 +474,17 @@ def main(argv=None):
     params, best, _ = load_checkpoint(ckpt, config)  # evaluate and sample the best model, as saved
     say(f"trained to step {args.steps} in {time.time() - start:.1f} s; the best model (step {best['step']}, "
         f"held-out NELBO {best['best']:.3f} by the training-time estimate, 1 mask draw) is in {ckpt}")
+    report(args, params, state, rng, stoi, itos, train_words, held_data, held_chars, out, say)
 
+
+def report(args, params, state, rng, stoi, itos, train_words, held_data, held_chars, out, say):
+    """The best model's held-out NELBO, samples of both samplers with their metrics, a trajectory, the plots."""
+    mask_id = stoi[MASK]
     denoise = lambda xt: forward(params, xt)[0]  # noqa: E731
     nelbo = estimate_nelbo(held_data, denoise, mask_id, rng)
     nats, se = per_char(nelbo, held_chars)
     print(f"held-out NELBO: {nats:.4f} nats/char ({nats / np.log(2):.4f} bits/char) "
-          f"+- {se:.4f} (standard error over {len(held_words):,} names; discrete form, {EVAL_DRAWS} mask draws)")
+          f"+- {se:.4f} (standard error over {len(held_data):,} names; discrete form, {EVAL_DRAWS} mask draws)")
 
     n, samples = max(args.samples, METRIC_SAMPLES), {}
     for sampler in (sample_confidence, sample_ancestral):  # ancestral last: its samples are printed

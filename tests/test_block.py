@@ -262,3 +262,22 @@ def test_a_block_run_is_not_resumed_with_another_block(lines_file, tmp_path, cap
     with pytest.raises(SystemExit) as done:
         T.main(["--dataset", str(lines_file), "--block", "4", "--out", str(tmp_path), "--resume", "--no-compile"])
     assert "block" in str(done.value.code) and str(done.value.code).startswith("error:")
+
+
+def test_sampling_a_folder_picks_its_block_model_when_it_has_no_masked_one(tmp_path, monkeypatch):
+    from torch_version import sample as S
+    monkeypatch.setattr(S, "OUT_DIR", tmp_path / "out")
+    monkeypatch.setattr(S, "WEIGHTS_DIR", tmp_path / "weights")
+    (tmp_path / "weights" / "text").mkdir(parents=True)
+    (tmp_path / "weights" / "text" / "ckpt_block4.pt").write_bytes(b"")
+    assert S.default_checkpoint("text") == tmp_path / "weights" / "text" / "ckpt_block4.pt"
+    (tmp_path / "weights" / "text" / "ckpt.pt").write_bytes(b"")  # a masked model wins where there is one
+    assert S.default_checkpoint("text") == tmp_path / "weights" / "text" / "ckpt.pt"
+    assert S.default_checkpoint("text", ar=True) == tmp_path / "out" / "text" / "ckpt_ar.pt"
+
+
+def test_the_laptop_preset_is_block_diffusion_on_windows_of_256_on_the_cpu():
+    args = T.parse_args(["--dataset", "shakespeare", "--size", "laptop"])
+    assert (args.block, args.block_size, args.device) == (T.SHAKESPEARE_LAPTOP["block"], 256, "cpu")
+    assert args.out.endswith("shakespeare_laptop") and T.checkpoint_path(args, False).name == f"ckpt_block{args.block}.pt"
+    assert T.parse_args(["--dataset", "shakespeare", "--size", "laptop", "--block", "0"]).block == 0  # masked, 256

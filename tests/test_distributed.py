@@ -110,3 +110,17 @@ def test_a_micro_batch_without_rows_is_refused(names, tmp_path):
     done = subprocess.run([sys.executable, TRAIN, "--dataset", str(names), "--batch-size", "4", "--grad-accum", "8",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120, env=env(), cwd=ROOT)
     assert done.returncode == 2 and "--grad-accum 8" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_gpu_check_is_a_valid_script_whose_commands_name_existing_files_and_flags():
+    """tools/gpu_check.sh runs only where a GPU is lent; here, what can be checked without one: its
+    syntax, the files it runs, and train.py's flags in it."""
+    script = ROOT / "tools" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    for path in re.findall(r"(torch_version/[\w/]+\.py|tests/\w+\.py)", text):
+        assert (ROOT / path).is_file(), path
+    from torch_version import train as T
+    short = re.search(r'SHORT="([^"]+)"', text).group(1).split()
+    T.parse_args(short + ["--out", "x"])  # parses, or exits with the flag's error
+    T.parse_args(["--dataset", "shakespeare", "--block", "16", "--max-iters", "500", "--eval-interval", "250"])

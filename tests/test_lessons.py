@@ -27,7 +27,7 @@ def test_the_three_tier_lessons_exist():
 
 def test_solutions_live_in_their_own_file_which_is_no_lesson():
     """A learner who reads a lesson meets no solution by accident (lessons/README.md, "Exercises")."""
-    assert (LESSONS / "solutions.py").is_file() and "solutions" not in NAMES
+    assert (LESSONS / "solutions.py").is_file() and "solutions" not in NAMES and "checks" not in NAMES
     for name in NAMES:
         text = (LESSONS / f"{name}.py").read_text()
         assert not re.search(r"^def \w+_solution\(", text, re.M), f"{name}.py defines a solution: move it to solutions.py"
@@ -67,3 +67,10 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(name, monkeypatch):
                    resources={"metadata": {"path": str(LESSONS)}}).execute()  # raises on any failing cell
     text = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
     assert "fast mode" in text
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_lesson_checks_its_exercises_with_the_one_shared_check(name):
+    """One `check` (lessons/checks.py), each lesson binding its tolerance: no lesson defines its own."""
+    text = (LESSONS / f"{name}.py").read_text()
+    assert "def check(" not in text and '"checks", ROOT / "lessons" / "checks.py"' in text

@@ -325,3 +325,12 @@ def test_train_py_on_a_prepared_folder_is_the_run_on_the_text_itself(tmp_path):
     a, b = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True) for d in "ab")
     assert a["config"]["data_sha256"] == b["config"]["data_sha256"] and a["itos"] == b["itos"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_bench_big_text_measures_preparing_and_training_on_a_generated_text(tmp_path, capsys):
+    """The benchmark's machinery on 2 MB and 2 steps (its 500 MB figure is in docs/results.md)."""
+    from torch_version.bench import big_text
+    big_text.main(["--megabytes", "2", "--steps", "2", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "words_2mb.txt" in out and "beyond the same run on Tiny Shakespeare" in out
+    assert (tmp_path / "prepared_words_2mb" / "meta.json").is_file()

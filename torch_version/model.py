@@ -97,6 +97,16 @@ def block_diffusion_mask(T, block_len, device=None):
     return torch.cat([noisy, clean], dim=0)
 
 
+def block_cache_mask(start_pos, T, block_len, device=None):
+    """Who may attend to whom when a block-diffusion denoiser reads T positions, start_pos onwards,
+    with a KV cache that holds the clean positions before them: (T, start_pos + T) bool. A query
+    sees every key of the blocks before its own (the cache) and of its own block: a noisy block
+    reads itself both ways, and a run of clean blocks read at once (a prompt) is block-causal,
+    as the clean half of block_diffusion_mask."""
+    keys, queries = torch.arange(start_pos + T, device=device), torch.arange(start_pos, start_pos + T, device=device)
+    return keys[None, :] // block_len <= queries[:, None] // block_len
+
+
 # ---------------------------------------------------------------- the block
 class Attention(nn.Module):
     def __init__(self, config):
@@ -246,9 +256,7 @@ class Transformer(nn.Module):
                 idx, pos = torch.cat([idx, x0], dim=1), torch.arange(T, device=idx.device).repeat(2)
                 mask = block_diffusion_mask(T, self.config.block_len, idx.device)
             else:  # a run of blocks after those in the cache (or the first ones)
-                keys = torch.arange(start_pos + T if kv_cache is not None else T, device=idx.device)
-                queries = torch.arange(start_pos, start_pos + T, device=idx.device) - (0 if kv_cache is not None else start_pos)
-                mask = keys[None, :] // self.config.block_len <= queries[:, None] // self.config.block_len
+                mask = block_cache_mask(start_pos if kv_cache is not None else 0, T, self.config.block_len, idx.device)
         x = self.wte(idx)  # (B, T, C)
         if t is not None:
             x = x + self.wtime(time_features(t))[:, None, :]  # the same time code at every position

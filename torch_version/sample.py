@@ -316,10 +316,15 @@ def checkpoint_precision(ckpt, device):
 
 
 def default_checkpoint(dataset, ar=False):
-    """out/<dataset>/ckpt.pt (ckpt_ar.pt for the AR twin) once you have trained one there; before
-    that, the committed copy in weights/<dataset>/, so that sampling works straight after a clone."""
-    name = "ckpt_ar.pt" if ar else "ckpt.pt"
-    trained, committed = OUT_DIR / Path(dataset).stem / name, WEIGHTS_DIR / Path(dataset).stem / name
+    """out/<dataset>/ckpt.pt (ckpt_ar.pt for the AR twin; in a folder with no ckpt.pt, its block-
+    diffusion checkpoint ckpt_block<B>.pt) once you have trained one there; before that, the committed
+    copy in weights/<dataset>/, so that sampling works straight after a clone."""
+    def pick(folder):
+        if ar or (folder / "ckpt.pt").is_file():
+            return folder / ("ckpt_ar.pt" if ar else "ckpt.pt")
+        blocks = sorted(folder.glob("ckpt_block*.pt"))
+        return blocks[0] if blocks else folder / "ckpt.pt"
+    trained, committed = pick(OUT_DIR / Path(dataset).stem), pick(WEIGHTS_DIR / Path(dataset).stem)
     return committed if committed.is_file() and not trained.is_file() else trained
 
 

@@ -115,6 +115,22 @@ SHAKESPEARE_SMALL = dict(
     eval_draws=1, final_draws=16,      # one-pass form over the 1,742 validation windows
     compile=True,
 )
+# --dataset shakespeare --size laptop: Shakespeare that reads, trained in about 30 minutes on a 2-core
+# CPU: the small preset's backbone on windows of 256 characters, by block diffusion (the process
+# bench/block_sizes.py measured best at the twin's wall time; docs/shakespeare.md). Sampled with
+# sample.py --dataset shakespeare_laptop.
+SHAKESPEARE_LAPTOP = dict(
+    n_layer=4, n_head=4, n_embd=128,   # about 0.8M parameters, as the small preset
+    block_size=256,                    # characters per window: a paragraph
+    block=4,                           # block diffusion, blocks of 4 characters (processes/block.py)
+    dropout=0.0,
+    batch_size=16, max_iters=6000,
+    optimizer="muon", lr=1.5e-2,
+    eval_interval=1000,
+    eval_draws=1, final_draws=8,       # one-pass form over the 435 validation windows
+    compile=True,
+)
+SIZES = {"full": SHAKESPEARE, "small": SHAKESPEARE_SMALL, "laptop": SHAKESPEARE_LAPTOP}  # --size
 TEXT_BLOCK_SIZE = 256  # window of a free-running text file (--dataset PATH)
 MAX_PARAMS = 1e9       # larger models are refused up front instead of failing in an allocation
 MAX_ITEM_LEN = 64      # a PATH whose lines are all non-empty and at most this long is a list of items
@@ -318,6 +334,9 @@ def compile_or_eager(model, data, ar, args, autocast, mask_id, pad_id):
     Deterministic mode (devices.setup) matters here: with more than one CPU thread, inductor's
     kernels otherwise add up some gradients in an order that changes from run to run (measured:
     two 200-step runs, same seed, 2.4364 and 2.4226 nats/char); with it they repeat to the last digit."""
+    # One process may train many models (the benchmarks): each compiles afresh, or dynamo would stop at its
+    # limit of recompilations of forward (8) and quietly run the rest uncompiled.
+    torch._dynamo.reset()
     compiled = torch.compile(model)
 
     def trial_step(candidate):
@@ -655,12 +674,15 @@ def print_samples(result, data, args):
 
 
 # ---------------------------------------------------------------- putting it together
-def parse_args(argv=None):
+def build_parser():
+    """train.py's flags (--help is the reference). A flag left unset takes the dataset's preset (parse_args).
+    One flag per line: a list that reads best whole, so this function stays long."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="names", help="names, shakespeare, or a PATH to a UTF-8 text file")
-    parser.add_argument("--size", choices=["full", "small"], help="Shakespeare: full (10.7M parameters, 256 "
-                        "characters, a GPU job; the default) or small (0.8M, 64 characters, minutes on a CPU)")
+    parser.add_argument("--size", choices=list(SIZES), help="Shakespeare: full (10.7M parameters, 256 characters, a "
+                        "GPU job; the default), small (0.8M, 64 characters, minutes on a CPU) or laptop (0.8M, 256 "
+                        "characters, block diffusion, half an hour on a CPU)")
     parser.add_argument("--ar", action="store_true", help="train the autoregressive twin instead")
     parser.add_argument("--both", action="store_true", help="train diffusion, then the AR twin; compare")
     parser.add_argument("--max-iters", type=cli.count(1), help=f"optimizer steps (names: {MAX_ITERS})")
@@ -693,7 +715,7 @@ def parse_args(argv=None):
                         help="the forward process: MASK tokens (the default, diffusion.py), random letters "
                         "(processes/uniform.py) or Gaussian noise on one-hot embeddings (processes/gaussian.py); "
                         "each trains and is scored on its own NELBO, and the AR twin is the same for all three")
-    parser.add_argument("--block", type=cli.count(0, 65536), default=0,
+    parser.add_argument("--block", type=cli.count(0, 65536),
                         help="block diffusion (processes/block.py) with blocks of this many characters, a divisor "
                         "of the window: 1 is the AR twin's factorisation, the window the masked model's (0: off)")
     parser.add_argument("--objective", choices=["k", "time"], default="k",
@@ -721,19 +743,26 @@ def parse_args(argv=None):
     parser.add_argument("--samples", type=cli.count(0, 100_000), default=SAMPLES, help="names to sample at the end (0: none)")
     parser.add_argument("--data-dir", help="folder holding names.txt / tiny_shakespeare.txt")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only the final figures")
+    return parser
+
+
+def parse_args(argv=None):
+    """The flags, completed by the dataset's preset and checked: one sentence and exit 2 for a bad one."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.size and args.dataset != "shakespeare":
         parser.error("--size picks a Shakespeare preset; use it with --dataset shakespeare")
-    preset = (SHAKESPEARE_SMALL if args.size == "small" else SHAKESPEARE) if args.dataset == "shakespeare" else dict(
+    preset = SIZES[args.size or "full"] if args.dataset == "shakespeare" else dict(
         n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD, dropout=DROPOUT, batch_size=BATCH_SIZE, max_iters=MAX_ITERS,
         optimizer=OPTIMIZER, lr=LEARNING_RATE, eval_interval=EVAL_INTERVAL, eval_draws=EVAL_DRAWS, final_draws=FINAL_DRAWS,
         compile=COMPILE if args.dataset == "names" else False)
+    preset = dict(preset, block=preset.get("block", 0)) if args.noise == "masked" else dict(preset, block=0)
     for key, value in preset.items():  # a flag wins over the dataset's preset
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     args.block_size = preset.get("block_size")  # text windows; names take theirs from the data
     if args.device is None:
-        args.device = devices.default_device("shakespeare-small" if args.size == "small" else args.dataset)
+        args.device = devices.default_device(f"shakespeare-{args.size}" if args.size else args.dataset)
     if args.compile is None:  # the Shakespeare preset: compiled where it pays and works, on CUDA
         args.compile = devices.kind(args.device) == "cuda"
     if problem := devices.device_problem(args.device):  # fail early, in one sentence
@@ -756,7 +785,7 @@ def parse_args(argv=None):
     if args.block and (args.noise != "masked" or args.objective != "k"):
         parser.error("--block is masked diffusion cut into blocks, trained on the k-masked form: drop --noise and --objective")
     if args.out is None:
-        args.out = str(OUT_DIR / (Path(args.dataset).stem + ("_small" if args.size == "small" else "")))
+        args.out = str(OUT_DIR / (Path(args.dataset).stem + (f"_{args.size}" if args.size not in (None, "full") else "")))
     return args
 
 

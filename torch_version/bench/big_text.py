@@ -53,10 +53,11 @@ def child(code):
     return done.stdout, float(re.findall(r"peak MB ([0-9.]+)", done.stdout)[-1]), time.time() - start
 
 
-def train_code(folder, steps):
+def train_code(folder, steps, out):
+    """train.py on a prepared folder: the small Shakespeare preset's model and batch, on the CPU."""
     flags = ["--dataset", str(folder), "--n-layer", "4", "--n-head", "4", "--n-embd", "128",
              "--batch-size", "32", "--max-iters", str(steps), "--eval-interval", str(steps), "--eval-draws", "1",
-             "--final-draws", "1", "--samples", "0", "--quiet", "--device", "cpu", "--out", str(OUT / Path(folder).name)]
+             "--final-draws", "1", "--samples", "0", "--quiet", "--device", "cpu", "--out", str(out / Path(folder).name)]
     return f"from torch_version import train\ntrain.main({flags!r})"
 
 
@@ -65,19 +66,21 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--megabytes", type=cli.count(1, 100_000), default=MEGABYTES, help="size of the generated text")
     parser.add_argument("--steps", type=cli.count(1, 1_000_000), default=STEPS, help="training steps on each text")
+    parser.add_argument("--out", default=str(OUT), help="folder for the text, the prepared folders and checkpoints")
     args = parser.parse_args(argv)
-    if problem := output_problem(OUT):
+    out = Path(args.out)
+    if problem := output_problem(out):
         sys.exit(f"error: {problem}")
-    OUT.mkdir(parents=True, exist_ok=True)
-    text = OUT / f"words_{args.megabytes}mb.txt"
+    out.mkdir(parents=True, exist_ok=True)
+    text = out / f"words_{args.megabytes}mb.txt"
     if not text.is_file() or text.stat().st_size < args.megabytes * 2 ** 20:
         write_words(text, args.megabytes)
     print(f"{text}: {text.stat().st_size / 1e6:,.0f} MB")
     rows = []
     for name, source in (("tiny_shakespeare.txt", ROOT / "data" / "tiny_shakespeare.txt"), (text.name, text)):
-        folder = OUT / f"prepared_{Path(name).stem}"
+        folder = out / f"prepared_{Path(name).stem}"
         _, prep_peak, prep_s = child(f"from data import prepare\nprepare.main([{str(source)!r}, '--out', {str(folder)!r}])")
-        _, train_peak, train_s = child(train_code(folder, args.steps))
+        _, train_peak, train_s = child(train_code(folder, args.steps, out))
         rows.append((name, prep_peak, prep_s, train_peak, train_s))
     print(f"\n{'text':<28}{'prepare: peak MB':>17}{'s':>7}{'train: peak MB':>16}{'s':>7}")
     for name, prep_peak, prep_s, train_peak, train_s in rows:

@@ -37,6 +37,7 @@ from data.fetch import DatasetError  # noqa: E402
 from torch_version import train as T  # noqa: E402
 from torch_version.bench import sampling  # noqa: E402
 from torch_version.bench.shakespeare import throughput  # noqa: E402
+from torch_version.engine import devices  # noqa: E402
 from torch_version.engine.checkpoints import CheckpointError, load_checkpoint  # noqa: E402
 from torch_version.sample import generate_ar, make_denoiser, sample_text, samplers_for  # noqa: E402
 
@@ -77,6 +78,7 @@ def timed_budgets(part, flags, data, blocks, results, say):
         if label not in timing:
             args = T.parse_args(flags + extra)
             args.timing_iters = results["timing_iters"]
+            devices.setup(args.device, args.deterministic)  # as the training runs will be
             seconds, _, model = throughput(args, data, ar, args.compile)
             timing[label] = seconds
             say(f"{part}, {label}: {seconds * 1e3:.1f} ms per training step")

@@ -169,7 +169,8 @@ def plot(runs, path):
     plt.close(fig)
 
 
-def main(argv=None):
+def build_parser():
+    """The flags of this script (--help is the reference)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=cli.count(1, 100_000), help=f"passes over the training names (default {EPOCHS})")
@@ -182,6 +183,11 @@ def main(argv=None):
     parser.add_argument("--out", default=str(OUT), help="folder of the curve file and the runs' checkpoints")
     parser.add_argument("--plot", help=f"where to draw the plot (default {PLOT.relative_to(PLOT.parents[1])}; "
                         f"with --short, crossover.png in --out)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     ours, rest = parser.parse_known_args(argv)  # the rest: train.py flags shared by every run, e.g. --seed
     preset = SHORT if ours.short else dict(epochs=EPOCHS, widths=WIDTHS, long=LONG, sweeps=SWEEPS)
     epochs, widths = ours.epochs or preset["epochs"], ours.widths or preset["widths"]

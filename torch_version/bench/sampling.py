@@ -143,7 +143,8 @@ def plot(rows, ar_row, data_row, path, chars):
     plt.close(fig)
 
 
-def main(argv=None):
+def build_parser():
+    """The flags of this script (--help is the reference)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=str(OUT_DIR / "shakespeare" / "ckpt.pt"), help="diffusion checkpoint")
@@ -161,6 +162,11 @@ def main(argv=None):
                         help="cuda (the intended machine), cpu, mps (default: the best found)")
     parser.add_argument("--data-dir", help="folder holding tiny_shakespeare.txt")
     parser.add_argument("--out", help="folder for sampling.png and bench_sampling.json (default: the checkpoint's)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if problem := devices.device_problem(args.device):
         parser.error(problem)
@@ -201,14 +207,30 @@ def main(argv=None):
     header = (f"{'setting':34s} {'NFE':>7s} {'seconds':>8s} {'chars/s':>8s} {'judge ppl':>9s} {'x AR':>5s} "
               f"{'entropy':>7s}")
     print(header + "\n" + "-" * len(header))
+    ar_row, data_row, rows = sweep(args, model, twin, denoise, judge, val_ids, itos, block_size, block_chars, bos_id,
+                                   mask_id, dtype)
+    holds = verdict(rows, ar_row, data_row)
+    payload = dict(command=" ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+                   device=devices.describe(args.device), precision=dtype, chars=args.chars, samples=args.samples,
+                   block_chars=block_chars, temperature=args.temperature, ar=ar_row, data=data_row, diffusion=rows,
+                   figure_holds=holds)
+    write_json(out_dir / "bench_sampling.json", payload)
+    plot(rows, ar_row, data_row, out_dir / "sampling.png", args.chars)
+    print(f"wrote {out_dir / 'bench_sampling.json'} and {out_dir / 'sampling.png'}")
 
-    def show(row, ratio_to=None):
-        ratio = f"{row['judge_ppl'] / ratio_to:5.2f}" if ratio_to else "     "
-        nfe = f"{row['nfe']:7.0f}" if row["nfe"] is not None else "      -"
-        speed = f"{row['seconds']:8.2f} {row['chars_per_s']:8,.0f}" if row["seconds"] is not None else " " * 17
-        print(f"{row['setting']:34s} {nfe} {speed} {row['judge_ppl']:9.3f} {ratio} {row['entropy_bits']:7.3f}",
-              flush=True)
 
+def show(row, ratio_to=None):
+    """One line of the table."""
+    ratio = f"{row['judge_ppl'] / ratio_to:5.2f}" if ratio_to else "     "
+    nfe = f"{row['nfe']:7.0f}" if row["nfe"] is not None else "      -"
+    speed = f"{row['seconds']:8.2f} {row['chars_per_s']:8,.0f}" if row["seconds"] is not None else " " * 17
+    print(f"{row['setting']:34s} {nfe} {speed} {row['judge_ppl']:9.3f} {ratio} {row['entropy_bits']:7.3f}",
+          flush=True)
+
+
+def sweep(args, model, twin, denoise, judge, val_ids, itos, block_size, block_chars, bos_id, mask_id, dtype):
+    """The AR twin's texts, the validation text and every diffusion setting, each measured and shown.
+    -> (AR row, data row, the diffusion rows)."""
     def write_ar(generator):
         ids, nfe = generate_ar(twin, torch.empty((1, 0), dtype=torch.long), args.chars, generator, bos_id,
                                temperature=args.temperature, device=args.device, dtype=dtype)
@@ -233,7 +255,11 @@ def main(argv=None):
         row.update(sampler=name, param=param)
         rows.append(row)
         show(row, ar_row["judge_ppl"])
+    return ar_row, data_row, rows
 
+
+def verdict(rows, ar_row, data_row):
+    """Whether the figure holds (some setting within the NFE budget at the perplexity ratio), said."""
     within = [r for r in rows if r["nfe"] <= NFE_BUDGET]
     holds = any(r["judge_ppl"] <= PPL_RATIO * ar_row["judge_ppl"] for r in within)
     print(f"figure ({NFE_BUDGET} NFE or fewer at {PPL_RATIO}x the AR twin's perplexity or less): "
@@ -246,13 +272,7 @@ def main(argv=None):
               f"(the data's: {data_row['entropy_bits']:.3f})")
     else:
         print(f"; no setting stayed within {NFE_BUDGET} NFE")
-
-    payload = dict(command=" ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-                   device=devices.describe(args.device), precision=dtype, chars=args.chars, samples=args.samples, block_chars=block_chars,
-                   temperature=args.temperature, ar=ar_row, data=data_row, diffusion=rows, figure_holds=holds)
-    write_json(out_dir / "bench_sampling.json", payload)
-    plot(rows, ar_row, data_row, out_dir / "sampling.png", args.chars)
-    print(f"wrote {out_dir / 'bench_sampling.json'} and {out_dir / 'sampling.png'}")
+    return holds
 
 
 if __name__ == "__main__":

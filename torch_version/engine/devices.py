@@ -28,7 +28,7 @@ import torch  # noqa: E402
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-CPU_SIZED = ("names", "shakespeare-small")  # small models whose README figures are CPU figures
+CPU_SIZED = ("names", "shakespeare-small", "shakespeare-laptop")  # small models whose README figures are CPU figures
 
 
 def default_device(dataset="names"):

@@ -252,8 +252,8 @@ def write_atomic(path, text):
 
 
 # ---------------------------------------------------------------- putting it together
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
+def build_parser():
+    """The flags of this script (--help is the reference)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", nargs="?", default=str(default_checkpoint("names")),
@@ -273,6 +273,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=cli.seed, default=1337, help="seed for every random draw")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cpu for names, else the best found)")
     parser.add_argument("--data-dir", help="folder holding names.txt / tiny_shakespeare.txt")
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     path = Path(args.checkpoint)

@@ -346,7 +346,8 @@ def put(screen, y, x, text, attr=0):
 
 
 # ---------------------------------------------------------------- putting it together
-def main(argv=None):
+def build_parser():
+    """The flags of this script (--help is the reference)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="names", help="names, shakespeare, or a PATH's stem: picks out/<dataset>/")
@@ -368,6 +369,11 @@ def main(argv=None):
     parser.add_argument("--fps", type=cli.number(0.1, 100), default=FPS, help="GIF frames per second")
     parser.add_argument("--seed", type=cli.seed, default=1337, help="seed for every random draw")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cpu for names, else the best found)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.tui and (args.show or args.compare):
         parser.error("--tui draws one model in the terminal; drop --show and --compare, or drop --tui")
@@ -416,12 +422,18 @@ def main(argv=None):
         films = same_length([film, ar_film(ar_model, n, L, mask_id, generator, args.temperature, pad_id,
                                            args.device, dtype)])
 
+    write_outputs(args, films, result, gif, itos, mask_id, pad_id, is_names)
+
+
+def write_outputs(args, films, result, gif, itos, mask_id, pad_id, is_names):
+    """The GIF, the confidence heat map beside it, and with --show a window."""
     import matplotlib
     if not args.show:
         matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
     start = time.time()
+    film = films[0]
     fig, anim = animate(films, itos, mask_id, pad_id, is_names, args.fps)
     save_gif(anim, gif, args.fps)
     print(f"wrote {gif} ({len(films[0].frames)} frames, {gif.stat().st_size / 1024:.0f} KiB) "
