@@ -160,6 +160,52 @@ def test_the_kv_cache_path_gives_the_training_passs_logits(block):
     assert torch.allclose(model(xt[:, L - block:], kv_cache=cache2, start_pos=L - block), full[:, L - block:], atol=1e-5)
 
 
+
+class WithoutCache:
+    """A block-diffusion model as block.sample_blocks calls it, but with no KV cache: every call reads
+    the whole window so far through the training pass, [xt, x0] with the clean blocks in both halves."""
+    def __init__(self, model):
+        self.model, self.config = model, model.config
+
+    def new_kv_cache(self, n):
+        return torch.full((n, self.config.block_size), self.config.n_out)
+
+    @torch.no_grad()
+    def __call__(self, x, kv_cache=None, start_pos=0):
+        end = start_pos + x.shape[1]
+        kv_cache[:, start_pos:end] = x
+        return self.model(kv_cache[:, :end], x0=kv_cache[:, :end])[:, start_pos:end]
+
+
+@pytest.mark.parametrize("block", [2, 4])
+def test_the_sampler_writes_with_its_cache_what_it_writes_without_one(block):
+    """The sampler puts a finished block in the cache in the same call as the next block's first
+    step, and restarts the window of 8 when 20 positions do not fit: the text must be the one the
+    uncached training pass writes from the same draws, at one network call per step."""
+    from torch_version import sample as S
+    model = block_model(block)
+    mask = model.config.n_out  # this model's MASK: the id after its K + 1 outputs
+    cached = B.sample_ancestral(S.make_denoiser(model, "cpu"), 6, 20, mask, torch.Generator().manual_seed(15), block,
+                                block=block)
+    plain = B.sample_ancestral(WithoutCache(model), 6, 20, mask, torch.Generator().manual_seed(15), block, block=block)
+    assert torch.equal(cached.samples, plain.samples) and (cached.samples != mask).all()
+    assert cached.nfe == plain.nfe <= 20  # at most `block` steps per block of `block`: no extra pass for the cache
+
+
+def test_the_animation_of_a_block_model_keeps_a_frame_wherever_the_text_changed():
+    """visualize.py samples a block model with many steps per block (sample.BLOCK_STEPS per position),
+    most of which unmask nothing: its film keeps the first frame and every frame that differs."""
+    from torch_version import sample as S
+    from torch_version.tools import visualize as V
+    model = block_model(2)
+    mask = model.config.n_out
+    film, result = V.diffusion_film(S.make_denoiser(model, "cpu"), "ancestral", 2, 8, mask, torch.Generator().manual_seed(16),
+                                    S.BLOCK_STEPS * 2, 0.9, 1.0, "linear")
+    assert len(result.trajectory) == 4 * S.BLOCK_STEPS * 2 + 1 > len(film.frames) == len(film.labels) > 4
+    assert all(not torch.equal(a, b) for a, b in zip(film.frames, film.frames[1:]))
+    assert (film.frames[0] == mask).all() and torch.equal(film.frames[-1], result.samples)
+
+
 def test_one_block_is_the_masked_denoiser_with_the_same_weights():
     model = block_model(8)
     plain = Transformer(ModelConfig(**{**vars(model.config), "block_len": 0})).eval()

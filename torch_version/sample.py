@@ -50,6 +50,7 @@ TAU = 0.9              # threshold sampler: unmask every position at least this 
 NAMES = 20             # names per run (text: one text)
 CHARS = 500            # characters of text per run (--chars)
 NELBO_DRAWS = 4        # variable-length infill: mask sets per (sequence, k) when scoring a fill
+BLOCK_STEPS = block.STEPS_PER_POSITION  # block diffusion's ancestral sampler: default steps per position of a block
 
 
 # ---------------------------------------------------------------- the samplers
@@ -366,8 +367,9 @@ def main(argv=None):
     parser.add_argument("--ckpt", help="checkpoint to sample from (default out/<dataset>/ckpt.pt; "
                         "ckpt_ar.pt with --ar)")
     parser.add_argument("--sampler", default=SAMPLER, choices=sorted(SAMPLERS), help="how masks turn into characters")
-    parser.add_argument("--steps", type=cli.count(1, 100_000), help="sampler steps (per --block-chars characters for text); "
-                        "default: one per position")
+    parser.add_argument("--steps", type=cli.count(1, 100_000), help="sampler steps (per --block-chars characters for text, "
+                        f"per block for block diffusion); default: one per position ({BLOCK_STEPS} for block diffusion's "
+                        "ancestral sampler)")
     parser.add_argument("--tau", type=cli.probability, default=TAU, help="threshold sampler: confidence that unmasks a position")
     parser.add_argument("--temperature", type=cli.temperature, default=1.0, help="sampling temperature")
     parser.add_argument("--top-k", type=cli.count(0), default=0, help="draw only among the k likeliest tokens (0: all)")
@@ -433,11 +435,12 @@ def setting(args, model, ckpt):
 
 
 def pick_sampler(args, job, masked):
-    """The sampler and its arguments. Steps default to one per masked position (per position of a
-    block, for block diffusion)."""
+    """The sampler and its arguments. Steps default to one per masked position; for block diffusion
+    to one per position of a block (confidence), or BLOCK_STEPS per position (ancestral)."""
     if args.sampler == "threshold":
         return job.samplers["threshold"], dict(job.kw, tau=args.tau)
-    steps = args.steps or job.block_len or masked
+    per_block = job.block_len * (BLOCK_STEPS if args.sampler == "ancestral" else 1)
+    steps = args.steps or per_block or masked
     return job.samplers[args.sampler], dict(job.kw, steps=steps, schedule=job.schedule)
 
 

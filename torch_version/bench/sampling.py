@@ -73,15 +73,16 @@ def unigram_entropy(ids, vocab_size):
 
 
 # ---------------------------------------------------------------- the settings
-def settings(args, samplers=SAMPLERS):
+def settings(args, samplers=SAMPLERS, block_chars=None):
     """(label, sampler name, its parameter as text, sampler, keyword arguments) for every diffusion
-    setting. samplers: sample.samplers_for(the model), block by block for block diffusion."""
+    setting. samplers: sample.samplers_for(the model), block by block for block diffusion. The
+    confidence sampler unmasks at least one character per step: it skips steps above block_chars."""
     kw = dict(temperature=args.temperature)
     out = []
     for steps in args.steps:
         out.append((f"ancestral, {steps} steps/block", "ancestral", f"{steps}", samplers["ancestral"],
                     dict(kw, steps=steps)))
-    for steps in args.steps:
+    for steps in [s for s in args.steps if block_chars is None or s <= block_chars]:
         out.append((f"confidence, {steps} steps/block", "confidence", f"{steps}", samplers["confidence"],
                     dict(kw, steps=steps)))
     for tau in args.taus:
@@ -188,8 +189,8 @@ def main(argv=None):
     itos, block_size = ckpt["itos"], model.config.block_size
     mask_id, bos_id = len(itos) - 1, ckpt_ar["config"].get("bos_id", len(itos) - 1)
     block_chars = model.config.block_len or args.block_chars or block_size // 2  # block diffusion: its blocks
-    if not 1 <= block_chars <= block_size or max(args.steps) > block_chars:
-        parser.error(f"--block-chars must be in 1..{block_size}, and --steps at most the characters of a block "
+    if not 1 <= block_chars <= block_size or min(args.steps) > block_chars:
+        parser.error(f"--block-chars must be in 1..{block_size}, and some --steps at most the characters of a block "
                      f"({block_chars}): the confidence sampler unmasks at least one character per step")
     try:
         val_ids = encode(val, {c: i for i, c in enumerate(itos)})
@@ -246,7 +247,7 @@ def sweep(args, model, twin, denoise, judge, val_ids, itos, block_size, block_ch
     show(data_row, ar_row["judge_ppl"])
 
     rows = []
-    for label, name, param, sampler, kw in settings(args, samplers_for(model)):
+    for label, name, param, sampler, kw in settings(args, samplers_for(model), block_chars):
         def write(generator, sampler=sampler, kw=kw):
             ids, nfe, _ = sample_text(denoise, sampler, 1, args.chars, block_size, mask_id, generator,
                                       block_chars=block_chars, **kw)

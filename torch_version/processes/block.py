@@ -50,6 +50,11 @@ EPS = 1e-3             # t is clipped to [EPS, 1] so the weight 1/t stays finite
 SCHEDULE = "linear"    # alpha(t) = 1 - t; "cosine" is the other choice (SPEC 2)
 BLOCK = 4              # positions per block (--block): 1 is the AR twin's factorisation, L the masked model's  # changed
 OPTIONS = ("block",)   # the settings this process reads  # changed: the block size; the k-masked form only
+STEPS_PER_POSITION = 16  # ancestral sampling: default steps per position of a block  # changed: new
+#                          The network is called only after a step unmasks something (at most b calls
+#                          per block), and with this many steps two positions rarely share a step
+#                          (drawn independently where they do): the model's own distribution, nearly,
+#                          at no extra network evaluation
 
 # ---------------------------------------------------------------- data and tokens
 PAD, MASK = ".", "_"   # shown as themselves; PAD ends a name, MASK is the noise
@@ -304,10 +309,11 @@ def sample_blocks(within, denoise, n, L, mask_id, generator, xt=None, block=BLOC
     """The reverse process of block diffusion: blocks of `block` positions left to right, each written
     by the masked sampler `within` (sample_within, or sample.py's confidence and threshold samplers,
     called with kw) given the clean blocks before it. Their keys and values sit in the denoiser's KV
-    cache: a finished block goes through the denoiser once, clean, when the next block needs it (one
-    more network evaluation), and a noisy block reads the cache and itself. Positions already set in
+    cache: a finished block enters it, clean, in the same network call as the next block's first
+    step (block-causally: the clean block does not see the noisy one), and a noisy block reads the
+    cache and itself. A block of s steps costs s network evaluations. Positions already set in
     xt (a prompt, an infill template) are kept. L may exceed the denoiser's window: the window then
-    restarts from the last half of it (whole blocks), read again in one pass.
+    restarts from the last half of it (whole blocks), read again with the next first step.
     denoise(x, kv_cache=, start_pos=) -> logits, denoise.new_kv_cache(n), denoise.config.block_size.
     -> Sampled: the trajectory is the whole sequence after every step of every block."""
     xt = torch.full((n, L), mask_id, dtype=torch.long) if xt is None else xt.clone()
@@ -317,13 +323,15 @@ def sample_blocks(within, denoise, n, L, mask_id, generator, xt=None, block=BLOC
         end = min(start + block, L)
         if end - offset > window:  # the window is full: keep its last half, in whole blocks
             offset, cache, cached = start - window // 2 // block * block, denoise.new_kv_cache(n), 0
-        if start - offset > cached:  # clean blocks the cache does not hold yet: one pass, block-causal
-            denoise(xt[:, offset + cached:start], kv_cache=cache, start_pos=cached)
-            out.nfe, cached = out.nfe + 1, start - offset
         if not (xt[:, start:end] == mask_id).any():
             continue
-        result = within(lambda x: denoise(x, kv_cache=cache, start_pos=start - offset), n, end - start, mask_id,
-                        generator, xt=xt[:, start:end], **kw)
+        pending = [xt[:, offset + cached:start]]  # clean blocks the cache lacks: they ride with the first step
+
+        def block_denoise(x, at=start - offset):  # the block's logits; the cache holds every clean block before it
+            clean = pending.pop() if pending else x[:, :0]
+            return denoise(torch.cat([clean, x], 1), kv_cache=cache, start_pos=at - clean.shape[1])[:, clean.shape[1]:]
+        result = within(block_denoise, n, end - start, mask_id, generator, xt=xt[:, start:end], **kw)
+        cached = start - offset
         out.nfe += result.nfe
         for x, t, c in zip(result.trajectory[1:], result.times[1:], result.confidence):
             frame, confidence = xt.clone(), torch.full((n, L), float("nan"))

@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # so `torch_version` imports from any folder
 from common import cli  # noqa: E402
 from common.files import output_problem  # noqa: E402
-from torch_version.sample import (SAMPLERS, TAU, checkpoint_precision, default_checkpoint, generate_ar, load_or_exit,  # noqa: E402
+from torch_version.sample import (BLOCK_STEPS, SAMPLERS, TAU, checkpoint_precision, default_checkpoint, generate_ar, load_or_exit,  # noqa: E402
                                   make_denoiser, samplers_for)
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
@@ -83,6 +83,9 @@ def diffusion_film(denoise, sampler, n, L, mask_id, generator, steps, tau, tempe
     T = len(result.trajectory) - 1
     labels = [f"step {j}/{T}, {time_name}={t:.2f}, {int((xt == mask_id).sum())} masks left"
               for j, (t, xt) in enumerate(zip(result.times, result.trajectory))]
+    if block_len:  # many steps per block, most of which unmask nothing: a frame where the text changed
+        keep = [0] + [j for j in range(1, T + 1) if not torch.equal(result.trajectory[j], result.trajectory[j - 1])]
+        return Film(title, [result.trajectory[j] for j in keep], [labels[j] for j in keep]), result
     return Film(title, result.trajectory, labels), result
 
 
@@ -355,7 +358,8 @@ def build_parser():
     parser.add_argument("--ar-ckpt", help="AR twin for --compare (default ckpt_ar.pt beside --ckpt)")
     parser.add_argument("--sampler", default=SAMPLER, choices=sorted(SAMPLERS), help="how masks turn into characters")
     parser.add_argument("--steps", type=cli.count(1, 100_000), help=f"sampler steps (default: one per position for names, "
-                        f"{TEXT_STEPS} for text, one per character with --compare)")
+                        f"{TEXT_STEPS} for text, one per character with --compare; block diffusion: "
+                        f"{BLOCK_STEPS} per position of a block, one with the confidence sampler)")
     parser.add_argument("--tau", type=cli.probability, default=TAU, help="threshold sampler: confidence that unmasks a position")
     parser.add_argument("--temperature", type=cli.temperature, default=1.0, help="sampling temperature")
     parser.add_argument("--samples", type=cli.count(1, 1000), default=NAMES, help="names to animate (text: always one window)")
@@ -397,7 +401,9 @@ def main(argv=None):
     if args.chars and args.chars > block_size:
         parser.error(f"--chars must be at most the block size {block_size}: the animation shows one window")
     per = model.config.block_len or L  # the positions a step count is for: a block, or the window
-    steps = args.steps or (per if is_names or args.compare or model.config.block_len else min(TEXT_STEPS, L))
+    block_steps = BLOCK_STEPS * per if model.config.block_len and args.sampler == "ancestral" else per
+    steps = args.steps or (block_steps if model.config.block_len else per if is_names or args.compare
+                           else min(TEXT_STEPS, L))
     if args.sampler == "confidence" and steps > per:
         parser.error(f"the confidence sampler unmasks at least one position per step: --steps must be at most {per}")
     schedule = ckpt["config"].get("schedule", "linear")
