@@ -15,14 +15,18 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 FOLDERS = sorted(p for p in WEIGHTS.iterdir() if p.is_dir()) if WEIGHTS.is_dir() else []
 
 
-def test_the_names_and_small_shakespeare_weights_are_committed():
-    assert {p.name for p in FOLDERS} >= {"names", "shakespeare_small"}
+def diffusion_file(folder):
+    """A folder's diffusion model: ckpt.pt, or its block-diffusion checkpoint where it has no masked one."""
+    return folder / "ckpt.pt" if (folder / "ckpt.pt").is_file() else sorted(folder.glob("ckpt_block*.pt"))[0]
+
+
+def test_the_names_and_shakespeare_weights_are_committed():
+    assert {p.name for p in FOLDERS} >= {"names", "shakespeare_small", "shakespeare_laptop"}
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[p.name for p in FOLDERS])
 def test_committed_weights_load_as_weights_only_and_are_small(folder):
-    for name, causal in (("ckpt.pt", False), ("ckpt_ar.pt", True)):
-        path = folder / name
+    for path, causal in ((diffusion_file(folder), False), (folder / "ckpt_ar.pt", True)):
         assert path.stat().st_size < 5e6  # a few MB at most
         model, ckpt = load_checkpoint(path)  # weights_only=True inside
         assert model.config.causal == causal and ckpt["optimizer"] == {} and "rng" not in ckpt
@@ -32,7 +36,7 @@ def test_committed_weights_load_as_weights_only_and_are_small(folder):
 def test_sample_py_samples_from_the_committed_weights(folder, capsys):
     names = folder.name == "names"
     size = ["--samples", "4"] if names else ["--chars", "80", "--steps", "8"]
-    sample.main(["--ckpt", str(folder / "ckpt.pt"), "--device", "cpu"] + size)
+    sample.main(["--ckpt", str(diffusion_file(folder)), "--device", "cpu"] + size)
     sample.main(["--ckpt", str(folder / "ckpt_ar.pt"), "--ar", "--device", "cpu"] + size)
     out = capsys.readouterr().out
     assert out.count("network evaluations") == 2 and "committed weights" in out
@@ -70,3 +74,15 @@ def test_the_committed_uniform_and_gaussian_models_sample_names():
 def test_sample_py_refuses_a_noise_model_in_one_sentence(capsys):
     with pytest.raises(SystemExit, match="uniform-noise model, which this script cannot sample"):
         sample.main(["--ckpt", str(WEIGHTS / "names" / "ckpt_uniform.pt")])
+
+
+def test_the_committed_block_models_write_block_by_block_with_their_kv_cache():
+    """lesson 5 and docs/block_diffusion.md read these: names from blocks of 4, and the laptop preset's
+    paragraph, both through sample.py's default path for their folders."""
+    from common.metrics import sample_metrics
+    model, ckpt = load_checkpoint(WEIGHTS / "names" / "ckpt_block4.pt")
+    assert model.config.block_len == 4 and ckpt["config"]["block"] == 4
+    out = sample.blockwise(sample.sample_ancestral, 4)(sample.make_denoiser(model, "cpu"), 50, 16, len(ckpt["itos"]) - 1,
+                                                       torch.Generator().manual_seed(0), steps=4)
+    assert sample_metrics(["".join(ckpt["itos"][i] for i in row) for row in out.samples.tolist()], [], ["emma"])["valid"] > 0.8
+    assert sample.default_checkpoint("shakespeare_laptop").name.startswith("ckpt_block")

@@ -115,18 +115,19 @@ SHAKESPEARE_SMALL = dict(
     eval_draws=1, final_draws=16,      # one-pass form over the 1,742 validation windows
     compile=True,
 )
-# --dataset shakespeare --size laptop: Shakespeare that reads, trained in about 30 minutes on a 2-core
-# CPU: the small preset's backbone on windows of 256 characters, by block diffusion (the process
-# bench/block_sizes.py measured best at the twin's wall time; docs/shakespeare.md). Sampled with
+# --dataset shakespeare --size laptop: Shakespeare that reads, trained in about 25 minutes on a 2-core
+# CPU: the small preset's backbone on windows of 256 characters, by block diffusion with blocks of 2,
+# the block size bench/block_sizes.py measured best at the twin's wall time short of b = 1, which is
+# the AR factorisation at twice the twin's cost (docs/block_diffusion.md). Sampled with
 # sample.py --dataset shakespeare_laptop.
 SHAKESPEARE_LAPTOP = dict(
     n_layer=4, n_head=4, n_embd=128,   # about 0.8M parameters, as the small preset
     block_size=256,                    # characters per window: a paragraph
-    block=4,                           # block diffusion, blocks of 4 characters (processes/block.py)
+    block=2,                           # block diffusion, blocks of 2 characters (processes/block.py)
     dropout=0.0,
-    batch_size=16, max_iters=6000,
+    batch_size=16, max_iters=3000,     # 490 ms per compiled step here: 3,000 steps in about 25 minutes
     optimizer="muon", lr=1.5e-2,
-    eval_interval=1000,
+    eval_interval=500,
     eval_draws=1, final_draws=8,       # one-pass form over the 435 validation windows
     compile=True,
 )
@@ -497,11 +498,11 @@ def train_step(run, train_model, data, ar, args, autocast):
     if not ar:  # the forward process for the whole batch, drawn on the host
         process, options = process_of(args)
         noisy = process.corrupt_batch(x0, mask_id, run.generator, **options)
-    mine = distributed.rows(len(x0))
-    micro = torch.arange(mine.start, mine.stop).tensor_split(args.grad_accum)
+    mine = distributed.rows(len(x0))  # this process's rows, cut into --grad-accum micro-batches
+    cuts = [mine.start + (mine.stop - mine.start) * i // args.grad_accum for i in range(args.grad_accum + 1)]
+    micro = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
     loss = torch.zeros((), device=args.device)
     for i, rows in enumerate(micro):
-        rows = slice(int(rows[0]), int(rows[-1]) + 1) if len(rows) else slice(0, 0)
         last = i == len(micro) - 1  # DDP sums the gradients across processes once, after the last one
         with contextlib.nullcontext() if last or run.ddp is None else run.ddp.no_sync():
             with autocast:
@@ -657,7 +658,8 @@ def print_samples(result, data, args):
     itos, L = data["itos"], data["block_size"]
     process, options = process_of(args)
     n = args.samples if data["kind"] == "names" else 1
-    steps = {"masked": L, "block": args.block}.get(process_name(args), NOISE_SAMPLE_STEPS)  # masks: a step per position
+    steps = {"masked": L,  # a step per position; block diffusion: many per position of a block, one call per change
+             "block": args.block * block.STEPS_PER_POSITION}.get(process_name(args), NOISE_SAMPLE_STEPS)
     samples, trajectory, times = sample_process(result["model"], process, options, n, L,
                                                 torch.Generator().manual_seed(args.seed), args.device,
                                                 args.precision, steps)

@@ -39,7 +39,7 @@ from torch_version.bench import sampling  # noqa: E402
 from torch_version.bench.shakespeare import throughput  # noqa: E402
 from torch_version.engine import devices  # noqa: E402
 from torch_version.engine.checkpoints import CheckpointError, load_checkpoint  # noqa: E402
-from torch_version.sample import generate_ar, make_denoiser, sample_text, samplers_for  # noqa: E402
+from torch_version.sample import BLOCK_STEPS, generate_ar, make_denoiser, sample_text, samplers_for  # noqa: E402
 
 PARTS = {  # part: (train.py flags, block sizes; the last one is the window: one block, the masked model's bound)
     "names": (["--dataset", "names"], [1, 2, 4, 8, 16]),
@@ -124,8 +124,11 @@ def text_samples(part, results, data, chars, seed, device, say):
 
 def writer(run, chars, bos_id, device):
     """generator -> (ids (chars,), NFE) for one model: the AR twin with its KV cache; a diffusion model
-    by the ancestral sampler with a step per position (per block of b for block diffusion, per half
-    window of new characters for the masked model)."""
+    by the ancestral sampler with sample.py's BLOCK_STEPS steps per character of a block (b for block diffusion,
+    half a window of new characters for the masked model). The network is called only after a step
+    unmasked something, so a block of b costs at most b calls, and with this many steps two characters
+    rarely share a step (where they do, they are drawn independently): the samples are close to the
+    model's own distribution, which is what this table compares."""
     model, _ = load_checkpoint(run["checkpoint"], device)
     if model.config.causal:
         def write(generator):
@@ -137,7 +140,7 @@ def writer(run, chars, bos_id, device):
 
     def write(generator):
         ids, nfe, _ = sample_text(denoise, sampler, 1, chars, model.config.block_size, model.config.n_out,
-                                  generator, steps=per)
+                                  generator, steps=BLOCK_STEPS * per)
         return ids[0], nfe
     return write
 
