@@ -480,7 +480,7 @@ print(f"ratio diffusion / AR: {small['diffusion']['nats'] / small['AR twin']['na
 # %% [markdown]
 # The gap is much wider than on names. A 64-character window of prose has far more structure for
 # the AR twin to exploit, left to right, than a name, and the denoiser has to learn every order of
-# revealing it at once. The script's full run of this preset (README: 4,000 steps of 32 windows)
+# revealing it at once. The script's full run of this preset (`docs/shakespeare.md`: 4,000 steps of 32 windows)
 # ends at 2.008 against 1.528, 1.31x. Here is what each writes, 200 characters: the diffusion model
 # with the confidence sampler, 32 steps per block of 32 new characters, and the twin, one
 # character per network call.
@@ -514,8 +514,9 @@ for f, sc in zip(fills, scores.tolist()):
     print(f"{diffusion.decode(f, itos_s)!r}  ({sc:.2f} nats/char)")
 
 # %% [markdown]
-# And the animation `docs/shakespeare.gif` shows, one frame per step: a window of masks filling in.
-# Four of its frames, as text (`_` is MASK):
+# Sampling is a window of masks filling in, a few positions per step. Four moments of it, as text
+# (`_` is MASK); `docs/shakespeare.gif` animates the same for lesson 5's laptop preset, a paragraph
+# written block by block:
 
 # %%
 film = sample.sample_ancestral(den_s, 1, 64, mask_s, generator, steps=16)
@@ -538,7 +539,7 @@ for j in (0, 5, 10, 16):
 #
 # On a GPU it compiles the training step, and uses bf16 autocast where the GPU has bf16 tensor
 # cores (A100, H100, L4; a T4 trains in float32): `torch_version/engine/devices.py` holds that policy, and
-# the README's "Devices" section explains it. Why not on this CPU? Build the model, time one
+# `docs/devices.md` explains it; `docs/scaling.md` takes it to several GPUs. Why not on this CPU? Build the model, time one
 # training step on a real batch, and multiply:
 
 # %%
@@ -558,8 +559,9 @@ print(f"one step of {batch} windows: {seconds:.1f} s here; {S['max_iters']:,} st
 
 # %% [markdown]
 # **The figures it reaches are pending a GPU run**: this lesson was executed on a machine
-# without a GPU, and we do not quote numbers we have not measured. The repository's README
-# gives them, with the command and the machine, once the run is done.
+# without a GPU, and we do not quote numbers we have not measured. `docs/results.md` will give
+# them, with the command and the machine, once `bash tools/gpu_check.sh` has run on one. Lesson 5
+# shows what block diffusion does for Shakespeare on this CPU instead.
 
 # %% [markdown]
 # ## Summary

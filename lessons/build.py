@@ -37,6 +37,8 @@ def clean(nb):
     nb = copy.deepcopy(nb)
     nb.metadata = {k: nb.metadata[k] for k in KEEP_NOTEBOOK_METADATA if k in nb.metadata}
     nb.metadata["language_info"] = {"name": "python"}  # enough for GitHub's syntax highlighting
+    nb.metadata.get("jupytext", {}).pop("text_representation", None)  # the .py header filters it out; some
+    #                                                                   jupytext versions write it anyway
     seen = set()
     for cell in nb.cells:
         cell.metadata = {k: v for k, v in cell.metadata.items() if k in KEEP_CELL_METADATA}
