@@ -434,13 +434,19 @@ def setting(args, model, ckpt):
         estimate=estimate_for(model), block_len=model.config.block_len)
 
 
+def block_steps(block_len, sampler):
+    """A block-diffusion model's default steps per block: BLOCK_STEPS per position for the ancestral
+    sampler (it calls the network only after a step unmasked something), one per position for the
+    confidence sampler (it unmasks at least one per step)."""
+    return block_len * (BLOCK_STEPS if sampler == "ancestral" else 1)
+
+
 def pick_sampler(args, job, masked):
     """The sampler and its arguments. Steps default to one per masked position; for block diffusion
-    to one per position of a block (confidence), or BLOCK_STEPS per position (ancestral)."""
+    to block_steps()."""
     if args.sampler == "threshold":
         return job.samplers["threshold"], dict(job.kw, tau=args.tau)
-    per_block = job.block_len * (BLOCK_STEPS if args.sampler == "ancestral" else 1)
-    steps = args.steps or per_block or masked
+    steps = args.steps or (block_steps(job.block_len, args.sampler) if job.block_len else masked)
     return job.samplers[args.sampler], dict(job.kw, steps=steps, schedule=job.schedule)
 
 

@@ -758,7 +758,7 @@ def parse_args(argv=None):
         n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD, dropout=DROPOUT, batch_size=BATCH_SIZE, max_iters=MAX_ITERS,
         optimizer=OPTIMIZER, lr=LEARNING_RATE, eval_interval=EVAL_INTERVAL, eval_draws=EVAL_DRAWS, final_draws=FINAL_DRAWS,
         compile=COMPILE if args.dataset == "names" else False)
-    preset = dict(preset, block=preset.get("block", 0)) if args.noise == "masked" else dict(preset, block=0)
+    preset = dict(preset, block=preset.get("block", 0) if args.noise == "masked" else 0)
     for key, value in preset.items():  # a flag wins over the dataset's preset
         if getattr(args, key, None) is None:
             setattr(args, key, value)

@@ -325,11 +325,13 @@ def sample_blocks(within, denoise, n, L, mask_id, generator, xt=None, block=BLOC
             offset, cache, cached = start - window // 2 // block * block, denoise.new_kv_cache(n), 0
         if not (xt[:, start:end] == mask_id).any():
             continue
-        pending = [xt[:, offset + cached:start]]  # clean blocks the cache lacks: they ride with the first step
+        clean = xt[:, offset + cached:start]  # clean blocks the cache lacks: they ride with the first step
 
         def block_denoise(x, at=start - offset):  # the block's logits; the cache holds every clean block before it
-            clean = pending.pop() if pending else x[:, :0]
-            return denoise(torch.cat([clean, x], 1), kv_cache=cache, start_pos=at - clean.shape[1])[:, clean.shape[1]:]
+            nonlocal clean
+            logits = denoise(torch.cat([clean, x], 1), kv_cache=cache, start_pos=at - clean.shape[1])
+            logits, clean = logits[:, clean.shape[1]:], clean[:, :0]  # in the cache from now on
+            return logits
         result = within(block_denoise, n, end - start, mask_id, generator, xt=xt[:, start:end], **kw)
         cached = start - offset
         out.nfe += result.nfe

@@ -37,8 +37,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # so `torch_version` imports from any folder
 from common import cli  # noqa: E402
 from common.files import output_problem  # noqa: E402
-from torch_version.sample import (BLOCK_STEPS, SAMPLERS, TAU, checkpoint_precision, default_checkpoint, generate_ar, load_or_exit,  # noqa: E402
-                                  make_denoiser, samplers_for)
+from torch_version.sample import (BLOCK_STEPS, SAMPLERS, TAU, block_steps, checkpoint_precision, default_checkpoint,  # noqa: E402
+                                  generate_ar, load_or_exit, make_denoiser, samplers_for)
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "out"  # checkpoints: out/<dataset>/ckpt.pt and ckpt_ar.pt
 SAMPLER = "ancestral"  # ancestral | confidence | threshold
@@ -401,9 +401,10 @@ def main(argv=None):
     if args.chars and args.chars > block_size:
         parser.error(f"--chars must be at most the block size {block_size}: the animation shows one window")
     per = model.config.block_len or L  # the positions a step count is for: a block, or the window
-    block_steps = BLOCK_STEPS * per if model.config.block_len and args.sampler == "ancestral" else per
-    steps = args.steps or (block_steps if model.config.block_len else per if is_names or args.compare
-                           else min(TEXT_STEPS, L))
+    if model.config.block_len:
+        steps = args.steps or block_steps(per, args.sampler)
+    else:
+        steps = args.steps or (per if is_names or args.compare else min(TEXT_STEPS, L))
     if args.sampler == "confidence" and steps > per:
         parser.error(f"the confidence sampler unmasks at least one position per step: --steps must be at most {per}")
     schedule = ckpt["config"].get("schedule", "linear")
